@@ -1,0 +1,28 @@
+# Sigil's developer entry points. README.md explains each.
+CARGO ?= cargo
+
+.PHONY: all generate check-generated lint test build
+
+all: lint test
+
+## generate: rewrite crds/signingkey.yaml from the Rust types (api/src/signing_key.rs)
+generate:
+	$(CARGO) run -q -p sigil-api --bin crdgen > crds/signingkey.yaml
+
+## check-generated: fail when the committed CRD differs from the Rust types
+check-generated: generate
+	git diff --exit-code -- crds/
+
+## lint: formatting, clippy with warnings as errors, dependency policy
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	$(CARGO) deny --log-level error check bans licenses sources
+
+## build: release binaries of the operator, issuer and sidecar
+build:
+	$(CARGO) build --release --locked --bins
+
+## test: every test tier
+test:
+	$(CARGO) test --workspace --locked

@@ -1,0 +1,421 @@
+//! The `SigningKey` custom resource (`sigil.dev/v1alpha1`).
+//!
+//! These types are the single source of truth for the CRD: `crds/signingkey.yaml`
+//! is generated from them (`make generate`). Doc comments on fields become the
+//! descriptions `kubectl explain signingkey.spec` shows, so they are written for
+//! users. Rules the API server enforces (schema bounds and CEL) are mirrored by
+//! [`SigningKeySpec::validate`], which the operator runs too, because a cluster
+//! may still serve an older CRD.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::algorithm::{Algorithm, DEFAULT_RSA_KEY_SIZE, RSA_KEY_SIZES};
+use crate::duration::{self, DurationError};
+
+/// A key pair that Sigil generates, publishes and rotates.
+///
+/// The private key lives only in the Secret named by `secretName`; the public
+/// keys that verifiers need live in the JWKS ConfigMap named by
+/// `jwksConfigMapName`.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "sigil.dev",
+    version = "v1alpha1",
+    kind = "SigningKey",
+    namespaced,
+    shortname = "sk",
+    doc = "A signing key pair that Sigil generates, publishes as a JWKS and rotates on schedule.",
+    status = "SigningKeyStatus",
+    derive = "PartialEq",
+    printcolumn = r#"{"name": "Algorithm", "type": "string", "jsonPath": ".spec.algorithm"}"#,
+    printcolumn = r#"{"name": "Active Key", "type": "string", "jsonPath": ".status.activeKeyId"}"#,
+    printcolumn = r#"{"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name": "Next Rotation", "type": "date", "jsonPath": ".status.nextRotationTime"}"#,
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
+)]
+#[x_kube(
+    validation = Rule::new("!has(self.keySize) || self.algorithm.startsWith('RS') || self.algorithm.startsWith('PS')")
+        .message("keySize applies only to RSA algorithms (RS256, RS384, RS512, PS256, PS384, PS512); remove it for ES256, ES384 and EdDSA")
+        .field_path(".keySize"),
+    validation = Rule::new("has(self.secretName) == has(oldSelf.secretName) && (!has(self.secretName) || self.secretName == oldSelf.secretName)")
+        .message("secretName is immutable: create a new SigningKey to use another Secret")
+        .field_path(".secretName"),
+    validation = Rule::new("has(self.jwksConfigMapName) == has(oldSelf.jwksConfigMapName) && (!has(self.jwksConfigMapName) || self.jwksConfigMapName == oldSelf.jwksConfigMapName)")
+        .message("jwksConfigMapName is immutable: create a new SigningKey to use another ConfigMap")
+        .field_path(".jwksConfigMapName"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct SigningKeySpec {
+    /// JWS algorithm the key signs with. RSA algorithms (RS*, PS*) are the most
+    /// widely supported; ES256 and EdDSA give small keys and fast signing.
+    #[serde(default)]
+    pub algorithm: Algorithm,
+
+    /// RSA modulus size in bits: 2048, 3072 or 4096 (default 2048). Only valid
+    /// with RS* and PS* algorithms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = [2048, 3072, 4096]))]
+    pub key_size: Option<u32>,
+
+    /// When keys are replaced and how long old ones stay published.
+    #[serde(default)]
+    pub rotation: Rotation,
+
+    /// Name of the Secret that holds the private key (default `<name>-signing-key`).
+    /// Immutable once the SigningKey exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub secret_name: Option<String>,
+
+    /// Name of the ConfigMap that holds the public JWK Set (default `<name>-jwks`).
+    /// Immutable once the SigningKey exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub jwks_config_map_name: Option<String>,
+
+    /// Key ids (`kid`) to withdraw at once, e.g. after a key compromise. A revoked
+    /// key leaves the JWKS immediately, so tokens it signed stop verifying; if it
+    /// is the active key, a new key is generated and activated at once.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    #[schemars(length(max = 64), extend("x-kubernetes-list-type" = "set"), inner(length(min = 1, max = 128)))]
+    pub revoked_key_ids: BTreeSet<String>,
+}
+
+/// The rotation schedule. Durations are Go-style strings such as `720h`, `90m`
+/// or `1h30m`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[x_kube(
+    validation = Rule::new(concat!(
+        "!self.every.matches('", duration_pattern!(), "') || !self.prePublish.matches('", duration_pattern!(),
+        "') || duration(self.prePublish) < duration(self.every)"
+    ))
+    .message("prePublish must be shorter than every: a new key is published prePublish before it starts signing, within the key's period")
+    .field_path(".prePublish"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct Rotation {
+    /// How long a key signs before it is replaced (default `720h`, at least `1m`).
+    #[serde(default = "default_every")]
+    #[schemars(length(max = 32))]
+    #[x_kube(
+        validation = Rule::new(concat!("self.matches('", duration_pattern!(), "')"))
+            .message("every must be a Go duration such as 720h, 90m or 1h30m"),
+        validation = Rule::new(concat!("!self.matches('", duration_pattern!(), "') || duration(self) >= duration('1m')"))
+            .message("every must be at least 1m"),
+    )]
+    pub every: String,
+
+    /// How long a new key is published in the JWKS before it starts signing, so
+    /// every verifier has fetched it by then (default `1h`; shorter than `every`).
+    #[serde(default = "default_pre_publish")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(concat!("self.matches('", duration_pattern!(), "')"))
+        .message("prePublish must be a Go duration such as 1h, 10m or 30s"))]
+    pub pre_publish: String,
+
+    /// How long a retired key stays in the JWKS after it stopped signing. Must
+    /// cover the longest token lifetime plus clock skew, or tokens it signed fail
+    /// before they expire (default `24h`).
+    #[serde(default = "default_retain")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(concat!("self.matches('", duration_pattern!(), "')"))
+        .message("retain must be a Go duration such as 24h, 90m or 30s"))]
+    pub retain: String,
+}
+
+fn default_every() -> String {
+    "720h".to_owned()
+}
+fn default_pre_publish() -> String {
+    "1h".to_owned()
+}
+fn default_retain() -> String {
+    "24h".to_owned()
+}
+
+impl Default for Rotation {
+    fn default() -> Self {
+        Rotation { every: default_every(), pre_publish: default_pre_publish(), retain: default_retain() }
+    }
+}
+
+/// What the operator observed and did, for `kubectl get sk` and for people.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SigningKeyStatus {
+    /// The `.metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// `Ready` is True when the Secret holds an active key that the JWKS publishes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+
+    /// Key id (RFC 7638 thumbprint) of the key that signs now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_key_id: Option<String>,
+
+    /// Key id of the pre-published key that signs next, while there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_key_id: Option<String>,
+
+    /// When the next key becomes active.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_rotation_time: Option<Time>,
+
+    /// Every key in the JWKS, with its lifecycle.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["keyId"]))]
+    pub keys: Vec<KeyStatus>,
+}
+
+/// Where a key is in its life: `Next` (published, not yet signing), `Active`
+/// (signing), `Retired` (published until tokens it signed have expired).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema)]
+pub enum KeyState {
+    Next,
+    Active,
+    Retired,
+}
+
+/// One key's lifecycle. The same record is kept on the JWKS ConfigMap, so
+/// status can be rebuilt from the cluster's objects.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyStatus {
+    /// RFC 7638 JWK thumbprint of the public key (the JWS `kid`).
+    pub key_id: String,
+    /// Where the key is in its life.
+    pub state: KeyState,
+    /// Algorithm the key signs with.
+    pub algorithm: Algorithm,
+    /// When the key entered the JWKS.
+    pub published_at: Time,
+    /// When the key started signing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activated_at: Option<Time>,
+    /// When the key stopped signing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retired_at: Option<Time>,
+    /// When the key leaves the JWKS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remove_at: Option<Time>,
+}
+
+/// A spec the operator can act on: every field parsed and checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ValidSpec {
+    pub algorithm: Algorithm,
+    /// RSA modulus bits; `None` for non-RSA algorithms.
+    pub rsa_bits: Option<u32>,
+    pub every: Duration,
+    pub pre_publish: Duration,
+    pub retain: Duration,
+    pub secret_name: String,
+    pub jwks_config_map_name: String,
+    pub revoked_key_ids: BTreeSet<String>,
+}
+
+/// Why a spec cannot be acted on. Messages are for users (status and events).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SpecError {
+    #[error("keySize {0} is not supported: use 2048, 3072 or 4096")]
+    KeySize(u32),
+    #[error("keySize applies only to RSA algorithms; remove it for {0}")]
+    KeySizeWithoutRsa(Algorithm),
+    #[error("rotation.{field}: {source}")]
+    Duration { field: &'static str, source: DurationError },
+    #[error("rotation.every must be at least 1m, got {0}")]
+    EveryTooShort(String),
+    #[error("rotation.prePublish ({pre_publish}) must be shorter than rotation.every ({every})")]
+    PrePublishNotShorter { pre_publish: String, every: String },
+    #[error("{field} {value:?} is not a valid Kubernetes object name")]
+    Name { field: &'static str, value: String },
+}
+
+/// The shortest rotation period a SigningKey accepts (the CRD enforces the same).
+pub const MIN_EVERY: Duration = Duration::from_secs(60);
+
+impl SigningKeySpec {
+    /// Checks the spec the way the CRD's schema and CEL rules do, and resolves
+    /// defaults that depend on the object's name. `name` is the SigningKey's name.
+    pub fn validate(&self, name: &str) -> Result<ValidSpec, SpecError> {
+        let rsa_bits = match (self.algorithm.is_rsa(), self.key_size) {
+            (true, None) => Some(DEFAULT_RSA_KEY_SIZE),
+            (true, Some(bits)) if RSA_KEY_SIZES.contains(&bits) => Some(bits),
+            (true, Some(bits)) => return Err(SpecError::KeySize(bits)),
+            (false, None) => None,
+            (false, Some(_)) => return Err(SpecError::KeySizeWithoutRsa(self.algorithm)),
+        };
+        let parse = |field: &'static str, value: &str| {
+            duration::parse(value).map_err(|source| SpecError::Duration { field, source })
+        };
+        let every = parse("every", &self.rotation.every)?;
+        let pre_publish = parse("prePublish", &self.rotation.pre_publish)?;
+        let retain = parse("retain", &self.rotation.retain)?;
+        if every < MIN_EVERY {
+            return Err(SpecError::EveryTooShort(self.rotation.every.clone()));
+        }
+        if pre_publish >= every {
+            return Err(SpecError::PrePublishNotShorter {
+                pre_publish: self.rotation.pre_publish.clone(),
+                every: self.rotation.every.clone(),
+            });
+        }
+        let secret_name = self.secret_name.clone().unwrap_or_else(|| crate::contract::default_secret_name(name));
+        let jwks_config_map_name =
+            self.jwks_config_map_name.clone().unwrap_or_else(|| crate::contract::default_jwks_config_map_name(name));
+        check_name("secretName", &secret_name)?;
+        check_name("jwksConfigMapName", &jwks_config_map_name)?;
+        Ok(ValidSpec {
+            algorithm: self.algorithm,
+            rsa_bits,
+            every,
+            pre_publish,
+            retain,
+            secret_name,
+            jwks_config_map_name,
+            revoked_key_ids: self.revoked_key_ids.clone(),
+        })
+    }
+}
+
+/// RFC 1123 subdomain, as Kubernetes requires of Secret and ConfigMap names.
+fn check_name(field: &'static str, value: &str) -> Result<(), SpecError> {
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if value.len() <= 253 && value.split('.').all(label_ok) {
+        Ok(())
+    } else {
+        Err(SpecError::Name { field, value: value.to_owned() })
+    }
+}
+
+/// The CRD as the YAML committed in `crds/signingkey.yaml`.
+pub fn crd_yaml() -> String {
+    use kube::CustomResourceExt;
+    let body = serde_yaml::to_string(&SigningKey::crd()).unwrap_or_default();
+    format!("# Generated from api/src/signing_key.rs by `make generate`; do not edit.\n{body}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(json: serde_json::Value) -> SigningKeySpec {
+        serde_json::from_value(json).expect("spec deserializes")
+    }
+
+    #[test]
+    fn empty_spec_gets_documented_defaults() {
+        let s = spec(serde_json::json!({}));
+        assert_eq!(s.algorithm, Algorithm::RS256);
+        assert_eq!(s.key_size, None);
+        assert_eq!(s.rotation, Rotation { every: "720h".into(), pre_publish: "1h".into(), retain: "24h".into() });
+        let v = s.validate("api").expect("defaults are valid");
+        assert_eq!(v.rsa_bits, Some(2048));
+        assert_eq!(v.every, Duration::from_secs(720 * 3600));
+        assert_eq!(v.pre_publish, Duration::from_secs(3600));
+        assert_eq!(v.retain, Duration::from_secs(24 * 3600));
+        assert_eq!(v.secret_name, "api-signing-key");
+        assert_eq!(v.jwks_config_map_name, "api-jwks");
+        assert!(v.revoked_key_ids.is_empty());
+    }
+
+    #[test]
+    fn partial_rotation_keeps_other_defaults() {
+        let s = spec(serde_json::json!({"rotation": {"every": "20s"}}));
+        assert_eq!(s.rotation.pre_publish, "1h");
+        assert_eq!(s.rotation.retain, "24h");
+    }
+
+    /// Each row mirrors one schema bound or CEL rule of the CRD.
+    #[test]
+    fn validation_mirrors_the_crd_rules() {
+        let cases: Vec<(serde_json::Value, Result<(), SpecError>)> = vec![
+            (serde_json::json!({"algorithm": "ES256"}), Ok(())),
+            (serde_json::json!({"algorithm": "PS384", "keySize": 4096}), Ok(())),
+            (serde_json::json!({"algorithm": "RS256", "keySize": 3072}), Ok(())),
+            (serde_json::json!({"keySize": 1024}), Err(SpecError::KeySize(1024))),
+            (
+                serde_json::json!({"algorithm": "EdDSA", "keySize": 2048}),
+                Err(SpecError::KeySizeWithoutRsa(Algorithm::EdDSA)),
+            ),
+            (
+                serde_json::json!({"algorithm": "ES384", "keySize": 2048}),
+                Err(SpecError::KeySizeWithoutRsa(Algorithm::ES384)),
+            ),
+            (serde_json::json!({"rotation": {"every": "1m", "prePublish": "30s"}}), Ok(())),
+            (
+                serde_json::json!({"rotation": {"every": "59s", "prePublish": "10s"}}),
+                Err(SpecError::EveryTooShort("59s".into())),
+            ),
+            (
+                serde_json::json!({"rotation": {"every": "1h", "prePublish": "1h"}}),
+                Err(SpecError::PrePublishNotShorter { pre_publish: "1h".into(), every: "1h".into() }),
+            ),
+            (
+                serde_json::json!({"rotation": {"every": "1h", "prePublish": "90m"}}),
+                Err(SpecError::PrePublishNotShorter { pre_publish: "90m".into(), every: "1h".into() }),
+            ),
+            (
+                serde_json::json!({"secretName": "Not_A_Name"}),
+                Err(SpecError::Name { field: "secretName", value: "Not_A_Name".into() }),
+            ),
+            (serde_json::json!({"jwksConfigMapName": "keys.example"}), Ok(())),
+        ];
+        for (json, want) in cases {
+            let got = spec(json.clone()).validate("api").map(|_| ());
+            assert_eq!(got, want, "{json}");
+        }
+    }
+
+    #[test]
+    fn unparsable_durations_name_the_field() {
+        for field in ["every", "prePublish", "retain"] {
+            let s = spec(serde_json::json!({"rotation": {field: "30 days"}}));
+            let err = s.validate("api").expect_err("must fail");
+            assert!(matches!(err, SpecError::Duration { field: f, .. } if f == field), "{err}");
+            assert!(err.to_string().starts_with(&format!("rotation.{field}")), "{err}");
+        }
+    }
+
+    #[test]
+    fn unknown_algorithms_do_not_deserialize() {
+        for alg in ["none", "HS256", "rs256"] {
+            assert!(serde_json::from_value::<SigningKeySpec>(serde_json::json!({ "algorithm": alg })).is_err());
+        }
+    }
+
+    #[test]
+    fn status_round_trips_with_camel_case_names() {
+        let status: SigningKeyStatus = serde_json::from_value(serde_json::json!({
+            "observedGeneration": 3,
+            "activeKeyId": "abc",
+            "keys": [{"keyId": "abc", "state": "Active", "algorithm": "ES256",
+                      "publishedAt": "2026-01-01T00:00:00Z", "activatedAt": "2026-01-01T00:00:00Z"}]
+        }))
+        .expect("status deserializes");
+        assert_eq!(status.keys[0].state, KeyState::Active);
+        let back = serde_json::to_value(&status).expect("serialize");
+        assert_eq!(back["keys"][0]["publishedAt"], "2026-01-01T00:00:00Z");
+        assert!(back.get("nextKeyId").is_none());
+    }
+}

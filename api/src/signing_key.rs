@@ -60,7 +60,8 @@ pub struct SigningKeySpec {
     /// RSA modulus size in bits: 2048, 3072 or 4096 (default 2048). Only valid
     /// with RS* and PS* algorithms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("enum" = [2048, 3072, 4096]))]
+    // Described as int32: Kubernetes warns about the unknown format "uint32".
+    #[schemars(with = "Option<i32>", extend("enum" = [2048, 3072, 4096]))]
     pub key_size: Option<u32>,
 
     /// When keys are replaced and how long old ones stay published.

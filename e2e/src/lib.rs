@@ -1,0 +1,120 @@
+//! The harness for Sigil's integration and end-to-end tests: a real
+//! etcd, kube-apiserver and kube-controller-manager on loopback, started by
+//! `hack/control-plane` once per test binary and stopped by its watchdog when
+//! the test process exits, however it exits.
+//!
+//! Tests share the control plane and isolate themselves by namespace.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use kube::config::{KubeConfigOptions, Kubeconfig};
+
+/// A running control plane.
+#[derive(Debug)]
+pub struct ControlPlane {
+    pub dir: PathBuf,
+    pub kubeconfig: PathBuf,
+    pub kubectl: PathBuf,
+    pub helm: PathBuf,
+}
+
+/// The repository root (tests run with the crate directory as cwd).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("e2e/ sits in the repository root").to_path_buf()
+}
+
+impl ControlPlane {
+    /// The control plane of this test process, started on first use, with the
+    /// SigningKey CRD installed.
+    pub fn shared() -> &'static ControlPlane {
+        static SHARED: OnceLock<ControlPlane> = OnceLock::new();
+        SHARED.get_or_init(|| {
+            let cp = ControlPlane::start();
+            cp.kubectl_ok(&["apply", "--server-side", "-f", &repo_root().join("crds").to_string_lossy()]);
+            cp.kubectl_ok(&["wait", "--for=condition=Established", "crd/signingkeys.sigil.dev", "--timeout=60s"]);
+            cp
+        })
+    }
+
+    fn start() -> ControlPlane {
+        // Under target/, so `cargo clean` removes what earlier runs left.
+        let dir = repo_root().join("target").join("e2e").join(format!("control-plane-{}", std::process::id()));
+        let script = repo_root().join("hack").join("control-plane");
+        let out = Command::new(&script)
+            .arg("up")
+            .arg(&dir)
+            .args(["--watch-pid", &std::process::id().to_string()])
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+        assert!(
+            out.status.success(),
+            "hack/control-plane up failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let env = String::from_utf8_lossy(&out.stdout);
+        let var = |name: &str| -> PathBuf {
+            env.lines()
+                .find_map(|l| l.strip_prefix(&format!("export {name}=")))
+                .map(|v| PathBuf::from(v.trim_matches('"').trim_matches('\'')))
+                .unwrap_or_else(|| panic!("hack/control-plane did not print {name}:\n{env}"))
+        };
+        ControlPlane { kubeconfig: var("KUBECONFIG"), kubectl: var("SIGIL_KUBECTL"), helm: var("SIGIL_HELM"), dir }
+    }
+
+    /// An admin client for this control plane.
+    pub async fn client(&self) -> kube::Client {
+        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig).expect("kubeconfig");
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .expect("client config");
+        kube::Client::try_from(config).expect("client")
+    }
+
+    /// Runs kubectl against this control plane.
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        Command::new(&self.kubectl).arg("--kubeconfig").arg(&self.kubeconfig).args(args).output().expect("kubectl runs")
+    }
+
+    /// Runs kubectl and fails the test, with its output, unless it succeeds.
+    pub fn kubectl_ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(
+            out.status.success(),
+            "kubectl {} failed:\n{}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Creates a fresh namespace named after `prefix`.
+    pub fn namespace(&self, prefix: &str) -> String {
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("{prefix}-{}-{n}", std::process::id());
+        self.kubectl_ok(&["create", "namespace", &name]);
+        name
+    }
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, or panics after
+/// `timeout` naming `what`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -1,0 +1,122 @@
+//! The CRD as the API server enforces it: defaults applied, every invalid
+//! SigningKey refused with the message the CRD gives, examples accepted.
+
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use serde_json::{Value, json};
+use sigil_e2e::{ControlPlane, repo_root};
+
+fn resource() -> ApiResource {
+    ApiResource::from_gvk(&GroupVersionKind::gvk("sigil.dev", "v1alpha1", "SigningKey"))
+}
+
+fn object(name: &str, spec: Value) -> DynamicObject {
+    serde_json::from_value(json!({
+        "apiVersion": "sigil.dev/v1alpha1",
+        "kind": "SigningKey",
+        "metadata": {"name": name},
+        "spec": spec,
+    }))
+    .expect("object")
+}
+
+/// The API server's refusal, as the user sees it.
+fn refusal(result: Result<DynamicObject, kube::Error>) -> String {
+    match result {
+        Err(kube::Error::Api(status)) => {
+            assert_eq!(status.code, 422, "{status:?}");
+            status.message
+        }
+        Err(other) => panic!("unexpected error: {other}"),
+        Ok(obj) => panic!("accepted: {:?}", obj.data),
+    }
+}
+
+#[tokio::test]
+async fn defaults_are_applied_by_the_api_server() {
+    let cp = ControlPlane::shared();
+    let ns = cp.namespace("crd-defaults");
+    let api: Api<DynamicObject> = Api::namespaced_with(cp.client().await, &ns, &resource());
+    let created = api.create(&PostParams::default(), &object("plain", json!({}))).await.expect("empty spec is valid");
+    let spec = &created.data["spec"];
+    assert_eq!(spec["algorithm"], "RS256");
+    assert_eq!(spec["rotation"], json!({"every": "720h", "prePublish": "1h", "retain": "24h"}));
+    assert!(spec.get("keySize").is_none(), "keySize stays unset: {spec}");
+
+    let created = api
+        .create(&PostParams::default(), &object("partial", json!({"rotation": {"every": "1h30m20s"}})))
+        .await
+        .expect("every given alone");
+    assert_eq!(created.data["spec"]["rotation"], json!({"every": "1h30m20s", "prePublish": "1h", "retain": "24h"}));
+}
+
+#[tokio::test]
+async fn invalid_specs_are_refused_with_the_crd_message() {
+    let cp = ControlPlane::shared();
+    let ns = cp.namespace("crd-invalid");
+    let api: Api<DynamicObject> = Api::namespaced_with(cp.client().await, &ns, &resource());
+    let cases = [
+        (json!({"algorithm": "none"}), "spec.algorithm: Unsupported value: \"none\""),
+        (json!({"algorithm": "HS256"}), "spec.algorithm: Unsupported value: \"HS256\""),
+        (json!({"algorithm": "EdDSA", "keySize": 2048}), "keySize applies only to RSA algorithms"),
+        (json!({"algorithm": "ES256", "keySize": 4096}), "keySize applies only to RSA algorithms"),
+        (json!({"keySize": 1024}), "spec.keySize: Unsupported value: 1024"),
+        (json!({"rotation": {"every": "1h", "prePublish": "1h"}}), "prePublish must be shorter than every"),
+        (json!({"rotation": {"every": "10m", "prePublish": "2h"}}), "prePublish must be shorter than every"),
+        (json!({"rotation": {"every": "30 days"}}), "every must be a Go duration such as 720h"),
+        (json!({"rotation": {"every": "59s", "prePublish": "10s"}}), "every must be at least 1m"),
+        (json!({"rotation": {"prePublish": "soon"}}), "prePublish must be a Go duration"),
+        (json!({"rotation": {"retain": "1d"}}), "retain must be a Go duration"),
+        (json!({"secretName": "Not_A_Name"}), "spec.secretName"),
+        (json!({"revokedKeyIds": ["a", "a"]}), "spec.revokedKeyIds[1]: Duplicate value"),
+    ];
+    for (i, (spec, want)) in cases.into_iter().enumerate() {
+        let message = refusal(api.create(&PostParams::default(), &object(&format!("bad-{i}"), spec.clone())).await);
+        assert!(message.contains(want), "spec {spec}: message {message:?} lacks {want:?}");
+    }
+}
+
+#[tokio::test]
+async fn names_cannot_change_once_set() {
+    let cp = ControlPlane::shared();
+    let ns = cp.namespace("crd-immutable");
+    let api: Api<DynamicObject> = Api::namespaced_with(cp.client().await, &ns, &resource());
+    api.create(&PostParams::default(), &object("named", json!({"secretName": "one", "jwksConfigMapName": "one-jwks"})))
+        .await
+        .expect("create");
+    api.create(&PostParams::default(), &object("unnamed", json!({}))).await.expect("create");
+    let patch = |spec: Value| Patch::Merge(json!({"spec": spec}));
+    let pp = PatchParams::default();
+
+    let renamed = api.patch("named", &pp, &patch(json!({"secretName": "two"}))).await;
+    assert!(refusal(renamed).contains("secretName is immutable"));
+    let renamed = api.patch("named", &pp, &patch(json!({"jwksConfigMapName": "two"}))).await;
+    assert!(refusal(renamed).contains("jwksConfigMapName is immutable"));
+    let removed = api.patch("named", &pp, &patch(json!({"secretName": null}))).await;
+    assert!(refusal(removed).contains("secretName is immutable"));
+    // Adding a name later would silently move the key away from the default Secret.
+    let added = api.patch("unnamed", &pp, &patch(json!({"secretName": "late"}))).await;
+    assert!(refusal(added).contains("secretName is immutable"));
+    // Everything else stays editable.
+    api.patch("named", &pp, &patch(json!({"rotation": {"every": "48h"}, "revokedKeyIds": ["x"]})))
+        .await
+        .expect("rotation and revocations can change");
+}
+
+#[test]
+fn the_examples_apply() {
+    let cp = ControlPlane::shared();
+    let ns = cp.namespace("crd-examples");
+    for example in ["signingkey.yaml", "signingkey-es256.yaml"] {
+        let path = repo_root().join("examples").join(example);
+        cp.kubectl_ok(&["apply", "-n", &ns, "-f", &path.to_string_lossy()]);
+    }
+    let listed = cp.kubectl_ok(&["get", "sk", "-n", &ns, "-o", "name"]);
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+    // Printer columns are what `kubectl get sk` shows.
+    let table = cp.kubectl_ok(&["get", "sk", "-n", &ns]);
+    let header = table.lines().next().unwrap_or_default();
+    for column in ["NAME", "ALGORITHM", "ACTIVE KEY", "READY", "NEXT ROTATION", "AGE"] {
+        assert!(header.contains(column), "{header}");
+    }
+}

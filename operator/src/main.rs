@@ -1,1 +1,4 @@
+mod decide;
+mod observe;
+
 fn main() {}

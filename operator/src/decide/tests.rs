@@ -1,0 +1,710 @@
+//! Timelines of the pure decision with an injected clock. A small simulator
+//! plays the reconciler (one write at a time, fed back in) and checks the
+//! issue's invariants after every single write, i.e. at every point where the
+//! operator could crash.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::ObjectMeta;
+use sigil_api::jwk::JwkSet;
+use sigil_api::signing_key::{KeyState, SigningKey, SigningKeySpec};
+
+use super::*;
+
+const UID: &str = "0b6f1f6e-0000-4000-8000-000000000001";
+const T0: &str = "2026-11-01T00:00:00Z";
+
+fn t(s: &str) -> Timestamp {
+    s.parse().expect("timestamp")
+}
+
+fn at(minutes: i64) -> Timestamp {
+    t(T0).checked_add(jiff::SignedDuration::from_mins(minutes)).expect("in range")
+}
+
+/// every 1h, prePublish 10m, retain 30m: rotations every hour, generation at :50.
+fn spec(extra: serde_json::Value) -> SigningKeySpec {
+    let mut json = serde_json::json!({
+        "algorithm": "ES256",
+        "rotation": {"every": "1h", "prePublish": "10m", "retain": "30m"}
+    });
+    if let (Some(base), Some(extra)) = (json.as_object_mut(), extra.as_object()) {
+        base.extend(extra.clone());
+    }
+    serde_json::from_value(json).expect("spec")
+}
+
+fn signing_key(spec: SigningKeySpec) -> SigningKey {
+    let mut sk = SigningKey::new("api", spec);
+    sk.metadata.namespace = Some("team".into());
+    sk.metadata.uid = Some(UID.into());
+    sk.metadata.generation = Some(1);
+    sk
+}
+
+fn generate(kind: KeyKind) -> PrivateKey {
+    PrivateKey::generate(kind.algorithm, kind.rsa_bits).expect("generate")
+}
+
+/// The cluster as the simulated reconciler sees it, plus the history the
+/// invariants need.
+struct World {
+    sk: SigningKey,
+    secret: Option<Secret>,
+    cm: Option<ConfigMap>,
+    now: Timestamp,
+    writes: usize,
+    events: Vec<Event>,
+    /// Every (Secret, ConfigMap) pair seen between two writes: the crash points.
+    snapshots: Vec<(Option<Secret>, Option<ConfigMap>)>,
+    /// kid -> when it entered the JWKS.
+    published_since: BTreeMap<String, Timestamp>,
+    /// Kids whose private key has been stored in the Secret.
+    persisted: BTreeSet<String>,
+    /// The key that signs now and since when.
+    signing: Option<(String, Timestamp)>,
+    /// kid -> when it stopped signing.
+    stopped: BTreeMap<String, Timestamp>,
+}
+
+impl World {
+    fn new(spec: SigningKeySpec) -> World {
+        World {
+            sk: signing_key(spec),
+            secret: None,
+            cm: None,
+            now: at(0),
+            writes: 0,
+            events: vec![],
+            snapshots: vec![],
+            published_since: BTreeMap::new(),
+            persisted: BTreeSet::new(),
+            signing: None,
+            stopped: BTreeMap::new(),
+        }
+    }
+
+    /// An operator starting on objects a crash left behind, with no status.
+    fn resume(spec: SigningKeySpec, secret: Option<Secret>, cm: Option<ConfigMap>, now: Timestamp) -> World {
+        let mut w = World::new(spec);
+        (w.secret, w.cm, w.now) = (secret, cm, now);
+        w.persisted = w.jwks();
+        let records = w.cm.as_ref().map(|c| Published::parse(c).records).unwrap_or_default();
+        w.published_since = records.values().map(|r| (r.key_id.clone(), r.published_at.0)).collect();
+        w.signing = w.active().map(|k| (k, now));
+        w.check_invariants();
+        w
+    }
+
+    fn decide(&self, fresh: Option<&PrivateKey>) -> Decision {
+        decide(Input {
+            signing_key: &self.sk,
+            secret: self.secret.as_ref(),
+            config_map: self.cm.as_ref(),
+            fresh_key: fresh,
+            now: self.now,
+        })
+    }
+
+    /// One step: generate a key if asked, then return the plan.
+    fn plan(&self) -> Plan {
+        match self.decide(None) {
+            Decision::Plan(plan) => plan,
+            Decision::NeedKey(kind) => match self.decide(Some(&generate(kind))) {
+                Decision::Plan(plan) => plan,
+                Decision::NeedKey(kind) => panic!("asked for a {kind} key twice"),
+            },
+        }
+    }
+
+    /// Reconciles like the operator: apply each write, decide again, until
+    /// nothing is left; the final status is stored as the API server would.
+    fn reconcile(&mut self) -> Plan {
+        for _ in 0..8 {
+            let plan = self.plan();
+            self.assert_no_key_material(&plan);
+            let Some(write) = plan.write else {
+                self.sk.status = Some(plan.status.clone());
+                return plan;
+            };
+            self.events.extend(plan.events);
+            self.apply(write);
+        }
+        panic!("no convergence after 8 writes at {}", self.now);
+    }
+
+    fn apply(&mut self, write: Write) {
+        self.writes += 1;
+        match write {
+            Write::Secret(s) => self.secret = Some(s),
+            Write::ConfigMap(c) => self.cm = Some(c),
+        }
+        self.snapshots.push((self.secret.clone(), self.cm.clone()));
+        self.check_invariants();
+    }
+
+    /// Advances the clock to each requeue time up to `end`, reconciling there.
+    fn run_until(&mut self, end: Timestamp) {
+        loop {
+            let plan = self.reconcile();
+            match plan.requeue_at {
+                Some(next) if next <= end => {
+                    assert!(next > self.now, "requeue at {next} is not after now {}", self.now);
+                    self.now = next;
+                }
+                _ => break,
+            }
+        }
+        self.now = end;
+        self.reconcile();
+    }
+
+    fn slots(&self) -> Slots {
+        self.secret.as_ref().map(|s| Slots::parse(&secret_data(s)).expect("our Secret parses")).unwrap_or_default()
+    }
+
+    fn active(&self) -> Option<String> {
+        self.slots().active_kid().map(str::to_owned)
+    }
+
+    fn next(&self) -> Option<String> {
+        self.slots().next_kid().map(str::to_owned)
+    }
+
+    /// Kids a verifier would accept, parsed strictly like the sidecar does.
+    fn jwks(&self) -> BTreeSet<String> {
+        let Some(text) = self.cm.as_ref().and_then(|c| c.data.as_ref()?.get(contract::JWKS).cloned()) else {
+            return BTreeSet::new();
+        };
+        let parsed = JwkSet::parse(text.as_bytes()).expect("valid JWKS");
+        assert!(parsed.skipped.is_empty(), "{:?}", parsed.skipped);
+        parsed.keys.into_iter().map(|k| k.kid).collect()
+    }
+
+    fn records(&self) -> BTreeMap<String, KeyStatus> {
+        Published::parse(self.cm.as_ref().expect("ConfigMap")).records
+    }
+
+    fn revoked(&self, kid: &str) -> bool {
+        self.sk.spec.revoked_key_ids.contains(kid)
+    }
+
+    fn check_invariants(&mut self) {
+        let now = self.now;
+        let spec = self.sk.spec.validate("api").expect("valid spec");
+        let published = self.jwks();
+        self.published_since.retain(|k, _| published.contains(k));
+        for kid in &published {
+            self.published_since.entry(kid.clone()).or_insert(now);
+        }
+        let slots = self.slots();
+        self.persisted.extend([slots.active_kid(), slots.next_kid()].into_iter().flatten().map(str::to_owned));
+
+        // Persist before publish: no published key whose private key was never stored.
+        for kid in &published {
+            assert!(self.persisted.contains(kid), "{now}: {kid} published but never persisted");
+        }
+        // 1. The active key is published (a revoked one is withdrawn on purpose).
+        if let Some(active) = slots.active_kid().filter(|k| !self.revoked(k)) {
+            assert!(published.contains(active), "{now}: active {active} is not in the JWKS {published:?}");
+        }
+        // 2. Published >= prePublish before signing, except the first key and
+        //    the replacement of a revoked key.
+        let active = slots.active_kid().map(str::to_owned);
+        let previous = self.signing.as_ref().map(|(k, _)| k.clone());
+        if active != previous {
+            if let Some(new) = &active {
+                let emergency = previous.as_deref().is_none_or(|p| self.revoked(p));
+                let since = self.published_since.get(new).copied().unwrap_or(now);
+                if !emergency {
+                    let waited = now.duration_since(since);
+                    assert!(
+                        waited >= jiff::SignedDuration::try_from(spec.pre_publish).expect("fits"),
+                        "{now}: {new} signs after only {waited:?} in the JWKS"
+                    );
+                }
+            }
+            if let Some(old) = previous {
+                self.stopped.insert(old, now);
+            }
+            self.signing = active.map(|k| (k, now));
+        }
+        // 3. A retired key stays published for retain, unless revoked.
+        for (kid, stopped) in &self.stopped {
+            let until = add(*stopped, spec.retain);
+            if now < until && !self.revoked(kid) {
+                assert!(published.contains(kid), "{now}: {kid} stopped at {stopped} but left the JWKS before {until}");
+            }
+        }
+        // Revoked keys are never published.
+        for kid in &published {
+            assert!(!self.revoked(kid), "{now}: revoked {kid} is published");
+        }
+        // 4. No key material outside the Secret.
+        let cm = serde_json::to_string(&self.cm).expect("json");
+        assert!(!cm.contains("PRIVATE KEY"), "private key material in the ConfigMap");
+    }
+
+    fn assert_no_key_material(&self, plan: &Plan) {
+        let status = serde_json::to_string(&plan.status).expect("json");
+        let events = format!("{:?}", plan.events);
+        let pems: Vec<String> = self
+            .secret
+            .iter()
+            .flat_map(|s| s.data.iter().flatten())
+            .filter(|(k, _)| k.ends_with(".pem"))
+            .map(|(_, v)| String::from_utf8_lossy(&v.0).lines().nth(1).unwrap_or_default().to_owned())
+            .collect();
+        for text in [&status, &events] {
+            assert!(!text.contains("PRIVATE KEY"), "key material in {text}");
+            for line in &pems {
+                assert!(!text.contains(line.as_str()), "PEM content leaked into {text}");
+            }
+        }
+    }
+
+    fn reasons(&self) -> Vec<&'static str> {
+        self.events.iter().map(|e| e.reason).collect()
+    }
+
+    fn ready(&self) -> (String, String) {
+        let status = self.sk.status.as_ref().expect("status");
+        let c = status.conditions.iter().find(|c| c.type_ == READY).expect("Ready");
+        (c.status.clone(), c.reason.clone())
+    }
+}
+
+fn ready_true() -> (String, String) {
+    ("True".into(), reason::ACTIVE.into())
+}
+
+#[test]
+fn create_publishes_then_activates_the_first_key() {
+    let mut w = World::new(spec(serde_json::json!({})));
+    let plan = w.reconcile();
+    let active = w.active().expect("active key");
+    assert_eq!(w.next(), None);
+    assert_eq!(w.jwks(), BTreeSet::from([active.clone()]));
+    // Secret(next) -> ConfigMap(publish) -> Secret(activate) -> ConfigMap(Active).
+    assert_eq!(w.writes, 4);
+    assert_eq!(w.reasons(), ["KeyGenerated", "KeyPublished", "KeyActivated"]);
+    let record = &w.records()[&active];
+    assert_eq!(
+        (record.state, record.published_at.0, record.activated_at.as_ref().map(|t| t.0)),
+        (KeyState::Active, at(0), Some(at(0)))
+    );
+    assert_eq!(w.ready(), ready_true());
+    let status = w.sk.status.clone().expect("status");
+    assert_eq!(status.active_key_id.as_deref(), Some(active.as_str()));
+    assert_eq!(status.observed_generation, Some(1));
+    assert_eq!(status.next_rotation_time.map(|t| t.0), Some(at(60)));
+    // The next step is generating the successor at every - prePublish.
+    assert_eq!(plan.requeue_at, Some(at(50)));
+    // Objects carry labels and a controller ownerReference.
+    let secret = w.secret.as_ref().expect("secret");
+    assert_eq!(secret.metadata.name.as_deref(), Some("api-signing-key"));
+    assert_eq!(secret.metadata.namespace.as_deref(), Some("team"));
+    assert_eq!(secret.type_.as_deref(), Some(contract::SECRET_TYPE));
+    let owner: &OwnerReference = &secret.metadata.owner_references.as_ref().expect("owners")[0];
+    assert_eq!((owner.uid.as_str(), owner.controller, owner.kind.as_str()), (UID, Some(true), "SigningKey"));
+    assert_eq!(w.cm.as_ref().and_then(|c| c.metadata.name.clone()).as_deref(), Some("api-jwks"));
+    assert_eq!(w.cm.as_ref().and_then(|c| c.metadata.labels.clone()), Some(contract::labels("api")));
+}
+
+#[test]
+fn an_up_to_date_signing_key_causes_no_write() {
+    let mut w = World::new(spec(serde_json::json!({})));
+    w.reconcile();
+    let (writes, events) = (w.writes, w.events.len());
+    for minute in [0, 1, 30, 49] {
+        w.now = at(minute);
+        let plan = w.plan();
+        assert!(plan.write.is_none(), "write at minute {minute}: {:?}", plan.write);
+        assert!(plan.events.is_empty());
+        assert_eq!(Some(&plan.status), w.sk.status.as_ref(), "status changes at minute {minute}");
+    }
+    assert_eq!((w.writes, w.events.len()), (writes, events));
+}
+
+#[test]
+fn scheduled_rotation_pre_publishes_activates_retires_and_removes() {
+    let mut w = World::new(spec(serde_json::json!({})));
+    w.reconcile();
+    let first = w.active().expect("first");
+
+    // :50 the successor is generated and published, not yet signing.
+    w.now = at(50);
+    let plan = w.reconcile();
+    let second = w.next().expect("next key");
+    assert_eq!(w.active().as_deref(), Some(first.as_str()));
+    assert_eq!(w.jwks(), BTreeSet::from([first.clone(), second.clone()]));
+    assert_eq!(w.records()[&second].state, KeyState::Next);
+    assert_eq!(w.records()[&second].published_at.0, at(50));
+    assert_eq!(plan.requeue_at, Some(at(60)));
+    let status = w.sk.status.clone().expect("status");
+    assert_eq!(status.next_key_id.as_deref(), Some(second.as_str()));
+    assert_eq!(status.next_rotation_time.map(|t| t.0), Some(at(60)));
+
+    // A second before the rotation nothing happens.
+    w.now = at(60).checked_sub(jiff::SignedDuration::from_secs(1)).expect("ok");
+    assert!(w.plan().write.is_none());
+
+    // :60 the successor signs, the first key retires and stays published.
+    w.now = at(60);
+    let plan = w.reconcile();
+    assert_eq!(w.active().as_deref(), Some(second.as_str()));
+    assert_eq!(w.next(), None);
+    assert_eq!(w.jwks(), BTreeSet::from([first.clone(), second.clone()]));
+    let retired = &w.records()[&first];
+    assert_eq!(retired.state, KeyState::Retired);
+    assert_eq!(retired.retired_at.as_ref().map(|t| t.0), Some(at(60)));
+    assert_eq!(retired.remove_at.as_ref().map(|t| t.0), Some(at(90)));
+    assert_eq!(w.records()[&second].activated_at.as_ref().map(|t| t.0), Some(at(60)));
+    assert_eq!(plan.requeue_at, Some(at(90)), "removal comes before the next generation at :110");
+
+    // :90 the retired key leaves the JWKS.
+    w.now = at(90);
+    let plan = w.reconcile();
+    assert_eq!(w.jwks(), BTreeSet::from([second.clone()]));
+    assert_eq!(plan.requeue_at, Some(at(110)));
+    assert_eq!(
+        w.reasons(),
+        [
+            "KeyGenerated",
+            "KeyPublished",
+            "KeyActivated", // creation
+            "KeyGenerated",
+            "KeyPublished", // :50
+            "KeyActivated",
+            "KeyRetired", // :60
+            "KeyRemoved", // :90
+        ]
+    );
+    assert_eq!(w.ready(), ready_true());
+}
+
+#[test]
+fn revoking_the_active_key_replaces_it_at_once() {
+    let mut w = World::new(spec(serde_json::json!({})));
+    w.reconcile();
+    let first = w.active().expect("first");
+    w.now = at(5);
+    w.sk.spec.revoked_key_ids.insert(first.clone());
+    w.reconcile();
+    let second = w.active().expect("replacement");
+    assert_ne!(second, first);
+    assert_eq!(w.jwks(), BTreeSet::from([second.clone()]), "the revoked key left the JWKS at once");
+    assert!(!w.records().contains_key(&first));
+    assert_eq!(w.records()[&second].activated_at.as_ref().map(|t| t.0), Some(at(5)));
+    let warnings: Vec<_> = w.events.iter().filter(|e| e.warning).map(|e| e.reason).collect();
+    assert_eq!(warnings, ["KeyRevoked", "KeyRevoked"], "withdrawal and replacement are both reported");
+    assert_eq!(w.ready(), ready_true());
+    // The new key runs a full period from its activation.
+    assert_eq!(w.reconcile().requeue_at, Some(at(55)));
+}
+
+#[test]
+fn revoking_a_retired_key_withdraws_only_it() {
+    let mut w = World::new(spec(serde_json::json!({})));
+    w.run_until(at(60));
+    let active = w.active().expect("active");
+    let retired: Vec<String> = w.jwks().into_iter().filter(|k| *k != active).collect();
+    assert_eq!(retired.len(), 1);
+    w.now = at(61);
+    w.sk.spec.revoked_key_ids.insert(retired[0].clone());
+    let writes = w.writes;
+    w.reconcile();
+    assert_eq!(w.jwks(), BTreeSet::from([active.clone()]));
+    assert_eq!(w.active(), Some(active));
+    assert_eq!(w.writes, writes + 1, "one ConfigMap write, the Secret is untouched");
+    assert_eq!(w.events.last().map(|e| (e.warning, e.reason)), Some((true, "KeyRevoked")));
+}
+
+#[test]
+fn revoking_the_next_key_withdraws_it_and_publishes_another() {
+    let mut w = World::new(spec(serde_json::json!({})));
+    w.run_until(at(50));
+    let next = w.next().expect("next");
+    w.now = at(52);
+    w.sk.spec.revoked_key_ids.insert(next.clone());
+    w.reconcile();
+    let replacement = w.next().expect("a new next key");
+    assert_ne!(replacement, next);
+    assert!(!w.jwks().contains(&next));
+    assert_eq!(w.records()[&replacement].published_at.0, at(52));
+    // It still gets its full pre-publication: activation at :62, not :60.
+    assert_eq!(w.reconcile().requeue_at, Some(at(62)));
+    w.run_until(at(62));
+    assert_eq!(w.active(), Some(replacement));
+}
+
+#[test]
+fn manual_rotation_honours_pre_publish_and_acts_once() {
+    let mut w = World::new(spec(serde_json::json!({})));
+    w.reconcile();
+    let first = w.active().expect("first");
+    w.sk.metadata.annotations = Some(BTreeMap::from([(contract::ANNOTATION_ROTATE.into(), "1".into())]));
+    w.now = at(5);
+    let plan = w.reconcile();
+    let second = w.next().expect("rotation started");
+    assert_eq!(w.active().as_deref(), Some(first.as_str()));
+    assert_eq!(plan.requeue_at, Some(at(15)), "prePublish still applies");
+    w.run_until(at(15));
+    assert_eq!(w.active().as_deref(), Some(second.as_str()));
+    let handled =
+        w.cm.as_ref().and_then(|c| c.metadata.annotations.as_ref()?.get(contract::ANNOTATION_ROTATE_HANDLED).cloned());
+    assert_eq!(handled.as_deref(), Some("1"));
+    // The same value does not rotate again: the next rotation is on schedule.
+    w.now = at(20);
+    let plan = w.reconcile();
+    assert_eq!(w.next(), None);
+    assert_eq!(plan.requeue_at, Some(at(45)), "the first key's removal");
+    let status = w.sk.status.clone().expect("status");
+    assert_eq!(status.next_rotation_time.map(|t| t.0), Some(at(75)), "a full period after :15");
+    // A new value does.
+    w.sk.metadata.annotations = Some(BTreeMap::from([(contract::ANNOTATION_ROTATE.into(), "2".into())]));
+    w.reconcile();
+    assert!(w.next().is_some());
+}
+
+#[test]
+fn a_spec_change_rolls_to_the_new_kind_through_a_normal_rotation() {
+    let mut w = World::new(spec(serde_json::json!({})));
+    w.reconcile();
+    w.now = at(5);
+    w.sk.spec.algorithm = sigil_api::Algorithm::EdDSA;
+    w.sk.metadata.generation = Some(2);
+    let plan = w.reconcile();
+    let next = w.slots().next.expect("a key of the new kind is pre-published");
+    assert_eq!(next.algorithm(), sigil_api::Algorithm::EdDSA);
+    assert_eq!(w.slots().active.map(|k| k.algorithm()), Some(sigil_api::Algorithm::ES256));
+    assert_eq!(plan.requeue_at, Some(at(15)));
+    assert_eq!(w.sk.status.as_ref().and_then(|s| s.observed_generation), Some(2));
+    w.run_until(at(15));
+    assert_eq!(w.slots().active.map(|k| k.algorithm()), Some(sigil_api::Algorithm::EdDSA));
+    let alg = w.secret.as_ref().and_then(|s| s.data.as_ref()?.get(contract::ALG).cloned()).expect("alg");
+    assert_eq!(alg.0, b"EdDSA");
+}
+
+#[test]
+fn every_crash_point_of_a_rotation_resumes_safely_even_without_status() {
+    let mut w = World::new(spec(serde_json::json!({})));
+    w.run_until(at(100));
+    let final_jwks = w.jwks();
+    let final_active = w.active();
+    // Creation 4 writes, :50 two, :60 two, :90 one.
+    assert_eq!(w.snapshots.len(), 9);
+    for (i, (secret, cm)) in w.snapshots.clone().into_iter().enumerate() {
+        // A fresh operator with no memory and no status, on the objects a crash left.
+        let mut r = World::resume(w.sk.spec.clone(), secret, cm, at(100));
+        let plan = r.reconcile();
+        assert!(r.active().is_some(), "snapshot {i}: no active key after recovery");
+        let active = r.active().unwrap_or_default();
+        assert!(r.jwks().contains(&active), "snapshot {i}: active key unpublished after recovery");
+        assert!(plan.requeue_at.is_some_and(|t| t > at(100)), "snapshot {i}");
+    }
+    // The crash-free run and the last snapshot agree.
+    let mut r = World::resume(w.sk.spec.clone(), w.secret.clone(), w.cm.clone(), at(100));
+    r.reconcile();
+    assert_eq!((r.jwks(), r.active(), r.writes), (final_jwks, final_active, 0));
+}
+
+#[test]
+fn next_key_stored_but_not_yet_published_is_published_before_anything_else() {
+    let mut w = World::new(spec(serde_json::json!({})));
+    w.reconcile();
+    let active = w.active().expect("active");
+    // Crash right after the Secret got next.pem at :50.
+    w.now = at(50);
+    let Write::Secret(secret) = w.plan().write.expect("write") else { panic!("the Secret is written first") };
+    w.secret = Some(secret);
+    let next = w.next().expect("next stored");
+    assert!(!w.jwks().contains(&next));
+    // Restart at :70, after the scheduled activation time: publish first, then wait prePublish.
+    w.now = at(70);
+    let Some(Write::ConfigMap(cm)) = w.plan().write else { panic!("the ConfigMap catches up first") };
+    w.cm = Some(cm);
+    assert!(w.jwks().contains(&next));
+    let plan = w.reconcile();
+    assert_eq!(w.active(), Some(active), "no activation before prePublish has passed");
+    assert_eq!(plan.requeue_at, Some(at(80)));
+}
+
+#[test]
+fn activated_in_secret_but_not_yet_marked_in_config_map() {
+    let mut w = World::new(spec(serde_json::json!({})));
+    w.run_until(at(50));
+    let (old, new) = (w.active().expect("active"), w.next().expect("next"));
+    w.now = at(60);
+    let Some(Write::Secret(secret)) = w.plan().write else { panic!("activation is a Secret write") };
+    w.secret = Some(secret);
+    w.sk.status = None;
+    // Restart later: the records still say old=Active, new=Next.
+    w.now = at(62);
+    let Some(Write::ConfigMap(cm)) = w.plan().write else { panic!("the ConfigMap catches up") };
+    w.cm = Some(cm);
+    let records = w.records();
+    assert_eq!(records[&new].state, KeyState::Active);
+    assert_eq!(records[&old].state, KeyState::Retired);
+    assert_eq!(records[&old].retired_at.as_ref().map(|t| t.0), Some(at(62)), "retain counts from the observed stop");
+    let plan = w.reconcile();
+    assert_eq!(w.next(), None, "no second key is generated");
+    assert_eq!(plan.requeue_at, Some(at(92)));
+}
+
+#[test]
+fn first_key_crash_between_secret_and_config_map() {
+    let mut w = World::new(spec(serde_json::json!({})));
+    let Some(Write::Secret(secret)) = w.plan().write else { panic!("the private key is persisted first") };
+    let data = secret.data.clone().expect("data");
+    assert!(!data.contains_key(contract::PRIVATE_KEY), "the first key is not active before it is published");
+    assert!(data.contains_key(contract::NEXT_PRIVATE_KEY));
+    w.secret = Some(secret);
+    let stored = w.next().expect("stored");
+    w.now = at(3);
+    w.reconcile();
+    assert_eq!(w.active(), Some(stored), "the stored key is used, not a new one");
+}
+
+#[test]
+fn lost_status_is_rebuilt_from_the_objects_without_writes() {
+    let mut w = World::new(spec(serde_json::json!({})));
+    w.run_until(at(70));
+    let before = w.sk.status.clone().expect("status");
+    assert_eq!(before.keys.len(), 2);
+    w.sk.status = None;
+    let writes = w.writes;
+    let plan = w.reconcile();
+    assert_eq!(w.writes, writes);
+    let after = plan.status;
+    assert_eq!(after.keys, before.keys);
+    assert_eq!(after.active_key_id, before.active_key_id);
+    assert_eq!(after.next_rotation_time, before.next_rotation_time);
+    assert_eq!(after.conditions[0].status, "True");
+}
+
+#[test]
+fn a_deleted_secret_retires_its_key_and_a_new_one_signs() {
+    let mut w = World::new(spec(serde_json::json!({})));
+    w.reconcile();
+    let lost = w.active().expect("active");
+    w.secret = None;
+    w.signing = None; // the simulated issuer lost its key with the Secret
+    w.now = at(10);
+    w.reconcile();
+    let new = w.active().expect("new key");
+    assert_ne!(new, lost);
+    assert_eq!(w.records()[&lost].state, KeyState::Retired, "tokens it signed keep verifying for retain");
+    assert_eq!(w.records()[&lost].remove_at.as_ref().map(|t| t.0), Some(at(40)));
+}
+
+fn foreign<K: Resource<DynamicType = ()> + Default>(name: &str) -> K {
+    let mut obj = K::default();
+    *obj.meta_mut() = ObjectMeta { name: Some(name.into()), namespace: Some("team".into()), ..ObjectMeta::default() };
+    obj
+}
+
+#[test]
+fn someone_elses_secret_or_config_map_is_never_touched() {
+    for (secret, cm, want) in [
+        (Some(foreign::<Secret>("api-signing-key")), None, reason::SECRET_CONFLICT),
+        (None, Some(foreign::<ConfigMap>("api-jwks")), reason::CONFIG_MAP_CONFLICT),
+    ] {
+        let mut w = World::new(spec(serde_json::json!({})));
+        (w.secret, w.cm) = (secret.clone(), cm.clone());
+        let plan = w.reconcile();
+        assert_eq!(w.writes, 0);
+        assert_eq!((w.secret.clone(), w.cm.clone()), (secret, cm));
+        assert_eq!(w.ready(), ("False".into(), want.into()));
+        assert_eq!(plan.events.len(), 1);
+        assert!(plan.events[0].warning && plan.events[0].reason == "Conflict");
+        assert_eq!(plan.requeue_at, Some(add(at(0), CONFLICT_RECHECK)));
+        // Reported once, not on every recheck.
+        assert!(w.reconcile().events.is_empty());
+    }
+    // An ownerReference to another SigningKey (other uid) is a conflict too.
+    let mut w = World::new(spec(serde_json::json!({})));
+    w.reconcile();
+    let mut secret = w.secret.clone().expect("secret");
+    secret.metadata.owner_references.as_mut().expect("owners")[0].uid = "someone-else".into();
+    w.secret = Some(secret);
+    let writes = w.writes;
+    w.reconcile();
+    assert_eq!((w.writes, w.ready().1), (writes, reason::SECRET_CONFLICT.to_owned()));
+}
+
+#[test]
+fn an_invalid_spec_is_reported_and_waits_for_a_change() {
+    let mut w = World::new(spec(serde_json::json!({"keySize": 2048})));
+    let plan = w.reconcile();
+    assert_eq!(w.writes, 0);
+    assert_eq!(plan.requeue_at, None);
+    assert_eq!(w.ready(), ("False".into(), reason::INVALID_SPEC.into()));
+    let message = &w.sk.status.as_ref().expect("status").conditions[0].message;
+    assert!(message.contains("keySize applies only to RSA"), "{message}");
+    assert_eq!(plan.events.iter().map(|e| (e.warning, e.reason)).collect::<Vec<_>>(), [(true, "InvalidSpec")]);
+    assert!(w.reconcile().events.is_empty(), "not repeated");
+}
+
+#[test]
+fn an_unreadable_secret_of_ours_is_left_alone() {
+    let mut w = World::new(spec(serde_json::json!({})));
+    w.reconcile();
+    let mut secret = w.secret.clone().expect("secret");
+    secret.data.as_mut().expect("data").insert(contract::KID.into(), k8s_openapi::ByteString(b"tampered".to_vec()));
+    w.secret = Some(secret.clone());
+    let plan = w.plan();
+    assert!(plan.write.is_none());
+    assert_eq!(plan.requeue_at, None);
+    assert_eq!(plan.events[0].reason, "SecretInvalid");
+    assert!(plan.events[0].note.contains("says \"tampered\""), "{}", plan.events[0].note);
+}
+
+#[test]
+fn a_longer_retain_keeps_retired_keys_longer() {
+    let mut w = World::new(spec(serde_json::json!({})));
+    w.run_until(at(60));
+    w.sk.spec.rotation.retain = "45m".into();
+    w.now = at(61);
+    let plan = w.reconcile();
+    assert_eq!(plan.requeue_at, Some(at(105)));
+    w.run_until(at(100));
+    assert_eq!(w.jwks().len(), 2, "still retained at :100");
+}
+
+#[test]
+fn a_damaged_config_map_is_rewritten_from_the_secret() {
+    let mut w = World::new(spec(serde_json::json!({})));
+    w.reconcile();
+    let active = w.active().expect("active");
+    let mut cm = w.cm.clone().expect("cm");
+    cm.data = Some(BTreeMap::from([(contract::JWKS.into(), "garbage".into())]));
+    w.cm = Some(cm);
+    w.now = at(1);
+    w.reconcile();
+    assert_eq!(w.jwks(), BTreeSet::from([active]));
+    assert!(w.reasons().contains(&"JwksRepaired"));
+}
+
+/// Hours of rotations with reconciles at odd moments between the scheduled
+/// ones; every write is checked against the invariants by the simulator.
+#[test]
+fn invariants_hold_across_many_rotations_and_extra_reconciles() {
+    let mut w = World::new(spec(serde_json::json!({})));
+    let mut minute = 0;
+    while minute < 6 * 60 {
+        w.now = at(minute);
+        let plan = w.reconcile();
+        if let Some(next) = plan.requeue_at {
+            // Never a poll: the requeue time is a real transition.
+            assert!(next > w.now);
+        }
+        minute += 7; // out of phase with every, prePublish and retain
+    }
+    w.run_until(at(6 * 60 + 30));
+    let activations = w.reasons().iter().filter(|r| **r == "KeyActivated").count();
+    assert!(activations >= 6, "{activations} activations in 6.5h of hourly rotation");
+    assert_eq!(w.ready(), ready_true());
+}

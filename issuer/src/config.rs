@@ -1,0 +1,252 @@
+//! Command-line flags (each with a `SIGIL_*` environment twin), parsed once
+//! and validated before anything is read or any port is bound.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use sigil_runtime::telemetry::LogFormat;
+
+use crate::error::{Error, Result};
+
+/// The longest token lifetime the issuer accepts, from flags or a client entry.
+/// Access tokens cannot be revoked, so they must stay short-lived.
+pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sigil-issuer",
+    version,
+    about = "Signs JWT access tokens (RFC 9068) for OAuth clients with the key of a Sigil SigningKey",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Read a client secret or password from stdin and print its Argon2id PHC
+    /// hash, for `secretHash` / `passwordHash` in the clients file.
+    HashSecret,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address of the token and discovery endpoints.
+    #[arg(long, env = "SIGIL_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, env = "SIGIL_ADMIN_LISTEN", default_value = "0.0.0.0:9090")]
+    pub admin_listen: SocketAddr,
+
+    /// Directory laid out as the signing-key Secret's volume mount
+    /// (private.pem, kid, alg).
+    #[arg(long, env = "SIGIL_KEY_DIR", required = true)]
+    pub key_dir: Option<PathBuf>,
+
+    /// The JWKS ConfigMap's mounted jwks.json, served at /.well-known/jwks.json.
+    #[arg(long, env = "SIGIL_JWKS_FILE", required = true)]
+    pub jwks_file: Option<PathBuf>,
+
+    /// The `iss` claim and the base URL of the discovery documents
+    /// (https://host[/path], no trailing slash, query or fragment).
+    #[arg(long, env = "SIGIL_ISSUER_URL", required = true)]
+    pub issuer_url: Option<String>,
+
+    /// The `aud` claim of tokens whose client sets no `audience` of its own.
+    #[arg(long, env = "SIGIL_AUDIENCE", required = true)]
+    pub audience: Option<String>,
+
+    /// Lifetime of tokens whose client sets no `ttl` of its own (Go duration, at most 24h).
+    #[arg(long, env = "SIGIL_TOKEN_TTL", default_value = "15m", value_parser = duration)]
+    pub token_ttl: Duration,
+
+    /// YAML file of OAuth clients and password-grant users; reloaded when it changes.
+    #[arg(long, env = "SIGIL_CLIENTS_FILE", required = true)]
+    pub clients_file: Option<PathBuf>,
+
+    /// `Cache-Control: max-age` of the JWKS and discovery documents.
+    #[arg(long, env = "SIGIL_JWKS_MAX_AGE", default_value = "5m", value_parser = duration)]
+    pub jwks_max_age: Duration,
+
+    /// How long a verified client secret is remembered, so repeated requests skip Argon2.
+    #[arg(long, env = "SIGIL_AUTH_CACHE_TTL", default_value = "1m", value_parser = duration)]
+    pub auth_cache_ttl: Duration,
+
+    /// Most remembered client authentications.
+    #[arg(long, env = "SIGIL_AUTH_CACHE_SIZE", default_value_t = 10_000)]
+    pub auth_cache_size: usize,
+
+    /// Failed authentications allowed per client id, username or source address
+    /// within --auth-failure-window before answering 429.
+    #[arg(long, env = "SIGIL_AUTH_FAILURE_LIMIT", default_value_t = 10)]
+    pub auth_failure_limit: u32,
+
+    /// Window over which failed authentications are counted.
+    #[arg(long, env = "SIGIL_AUTH_FAILURE_WINDOW", default_value = "1m", value_parser = duration)]
+    pub auth_failure_window: Duration,
+
+    /// Re-read the key, JWKS and clients files at least this often, in case a
+    /// file-system event was missed.
+    #[arg(long, env = "SIGIL_RELOAD_PERIOD", default_value = "30s", value_parser = duration)]
+    pub reload_period: Duration,
+
+    /// Log format.
+    #[arg(long, env = "SIGIL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    pub log_format: LogFormat,
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    sigil_api::duration::parse(s).map_err(|e| e.to_string())
+}
+
+/// The validated configuration the issuer runs with.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub key_dir: PathBuf,
+    pub jwks_file: PathBuf,
+    pub issuer_url: String,
+    pub audience: String,
+    pub token_ttl: Duration,
+    pub clients_file: PathBuf,
+    pub jwks_max_age: Duration,
+    pub auth_cache_ttl: Duration,
+    pub auth_cache_size: usize,
+    pub auth_failure_limit: u32,
+    pub auth_failure_window: Duration,
+    pub reload_period: Duration,
+}
+
+impl ServeArgs {
+    /// Checks what clap cannot: URL shape, non-empty values, sane durations.
+    pub fn validate(self) -> Result<Config> {
+        let missing = |flag: &str| Error::Config(format!("--{flag} is required"));
+        let issuer_url = self.issuer_url.ok_or_else(|| missing("issuer-url"))?;
+        validate_issuer_url(&issuer_url)?;
+        let audience = self.audience.ok_or_else(|| missing("audience"))?;
+        if audience.trim().is_empty() {
+            return Err(Error::Config("--audience must not be empty".into()));
+        }
+        validate_ttl("--token-ttl", self.token_ttl)?;
+        if self.reload_period < Duration::from_secs(1) {
+            return Err(Error::Config("--reload-period must be at least 1s".into()));
+        }
+        if self.auth_failure_limit == 0 || self.auth_failure_window.is_zero() {
+            return Err(Error::Config("--auth-failure-limit and --auth-failure-window must be positive".into()));
+        }
+        if self.auth_cache_size == 0 || self.auth_cache_ttl.is_zero() {
+            return Err(Error::Config("--auth-cache-size and --auth-cache-ttl must be positive".into()));
+        }
+        Ok(Config {
+            listen: self.listen,
+            admin_listen: self.admin_listen,
+            key_dir: self.key_dir.ok_or_else(|| missing("key-dir"))?,
+            jwks_file: self.jwks_file.ok_or_else(|| missing("jwks-file"))?,
+            issuer_url,
+            audience,
+            token_ttl: self.token_ttl,
+            clients_file: self.clients_file.ok_or_else(|| missing("clients-file"))?,
+            jwks_max_age: self.jwks_max_age,
+            auth_cache_ttl: self.auth_cache_ttl,
+            auth_cache_size: self.auth_cache_size,
+            auth_failure_limit: self.auth_failure_limit,
+            auth_failure_window: self.auth_failure_window,
+            reload_period: self.reload_period,
+        })
+    }
+}
+
+/// RFC 8414 section 2: the issuer is a URL with no query or fragment. A
+/// trailing slash is refused rather than trimmed, because `iss` must match what
+/// verifiers are configured with byte for byte.
+fn validate_issuer_url(url: &str) -> Result<()> {
+    let bad = |why: &str| Err(Error::Config(format!("--issuer-url {url:?}: {why}")));
+    let Some(rest) = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://")) else {
+        return bad("must start with https:// (or http:// for local testing)");
+    };
+    if rest.is_empty() || rest.starts_with('/') {
+        return bad("has no host");
+    }
+    if url.contains(['?', '#']) {
+        return bad("must not have a query or fragment");
+    }
+    if url.ends_with('/') {
+        return bad("must not end with a slash");
+    }
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return bad("must not contain whitespace");
+    }
+    Ok(())
+}
+
+pub(crate) fn validate_ttl(what: &str, ttl: Duration) -> Result<()> {
+    if ttl < Duration::from_secs(1) || ttl > MAX_TOKEN_TTL {
+        return Err(Error::Config(format!(
+            "{what} {} is out of range: use 1s to 24h",
+            sigil_api::duration::format(ttl)
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> std::result::Result<Cli, clap::Error> {
+        let base = [
+            "sigil-issuer",
+            "--key-dir=/k",
+            "--jwks-file=/j/jwks.json",
+            "--issuer-url=https://issuer.example",
+            "--audience=api",
+            "--clients-file=/c.yaml",
+        ];
+        // A flag given in `args` replaces the base one (clap refuses repeats).
+        let flag = |a: &str| a.split('=').next().unwrap_or_default().to_owned();
+        let overridden: Vec<String> = args.iter().map(|a| flag(a)).collect();
+        let base = base.iter().filter(|b| !overridden.contains(&flag(b)));
+        Cli::try_parse_from(base.chain(args))
+    }
+
+    #[test]
+    fn defaults_follow_the_documented_interface() {
+        let config = parse(&[]).expect("parse").serve.validate().expect("valid");
+        assert_eq!(config.listen.to_string(), "0.0.0.0:8080");
+        assert_eq!(config.admin_listen.to_string(), "0.0.0.0:9090");
+        assert_eq!(config.token_ttl, Duration::from_secs(900));
+        assert_eq!(config.issuer_url, "https://issuer.example");
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_flag_named() {
+        for (arg, needle) in [
+            ("--issuer-url=issuer.example", "--issuer-url"),
+            ("--issuer-url=https://issuer.example/", "slash"),
+            ("--issuer-url=https://issuer.example?x=1", "query"),
+            ("--token-ttl=48h", "--token-ttl"),
+            ("--audience= ", "--audience"),
+            ("--auth-failure-limit=0", "--auth-failure-limit"),
+        ] {
+            let err = parse(&[arg]).expect("clap accepts").serve.validate().expect_err(arg).to_string();
+            assert!(err.contains(needle), "{arg}: {err}");
+        }
+        assert!(parse(&["--token-ttl=soon"]).is_err());
+    }
+
+    #[test]
+    fn required_flags_are_required_except_for_hash_secret() {
+        assert!(Cli::try_parse_from(["sigil-issuer"]).is_err());
+        let cli = Cli::try_parse_from(["sigil-issuer", "hash-secret"]).expect("subcommand alone");
+        assert!(matches!(cli.command, Some(Command::HashSecret)));
+    }
+}

@@ -1,0 +1,76 @@
+//! Argon2id hashes of client secrets and user passwords, as PHC strings
+//! (`$argon2id$v=19$m=...,t=...,p=...$salt$hash`).
+//!
+//! Hashing and verifying are deliberately slow (tens of milliseconds): callers
+//! on the async runtime run them with `spawn_blocking` and a concurrency bound.
+
+use argon2::password_hash::{PasswordHashString, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+
+/// A parsed Argon2id hash. Other algorithms (argon2i, bcrypt, ...) are refused
+/// at load time, so a typo never silently weakens a client's protection.
+#[derive(Clone, Debug)]
+pub struct SecretHash(PasswordHashString);
+
+impl SecretHash {
+    pub fn parse(phc: &str) -> Result<SecretHash, String> {
+        let hash = PasswordHashString::new(phc.trim()).map_err(|e| format!("not a PHC hash string: {e}"))?;
+        if hash.algorithm().as_str() != "argon2id" {
+            return Err(format!("algorithm is {}, expected argon2id", hash.algorithm()));
+        }
+        // The parameters must be ones Argon2 accepts, or every verification would fail.
+        Params::try_from(&hash.password_hash()).map_err(|e| format!("bad Argon2 parameters: {e}"))?;
+        if hash.hash().is_none() {
+            return Err("PHC string has no hash".to_owned());
+        }
+        Ok(SecretHash(hash))
+    }
+
+    /// Whether `secret` matches. Constant-time in the comparison; the Argon2
+    /// parameters come from the hash itself.
+    pub fn verify(&self, secret: &[u8]) -> bool {
+        Argon2::default().verify_password(secret, &self.0.password_hash()).is_ok()
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+/// Hashes `secret` with Argon2id and OWASP's recommended parameters
+/// (19 MiB, 2 passes, 1 lane), the `argon2` crate's defaults.
+pub fn hash(secret: &[u8]) -> Result<SecretHash, String> {
+    let mut salt = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut salt).map_err(|_| "no randomness for a salt".to_owned())?;
+    let salt = SaltString::encode_b64(&salt).map_err(|e| e.to_string())?;
+    let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, Params::default());
+    let phc =
+        argon2::password_hash::PasswordHasher::hash_password(&argon2, secret, &salt).map_err(|e| e.to_string())?;
+    Ok(SecretHash(phc.serialize()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_then_verify() {
+        let h = hash(b"s3cret").expect("hash");
+        assert!(h.as_str().starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{}", h.as_str());
+        assert!(h.verify(b"s3cret"));
+        assert!(!h.verify(b"s3cret "));
+        let again = SecretHash::parse(h.as_str()).expect("round trip");
+        assert!(again.verify(b"s3cret"));
+        assert_ne!(hash(b"s3cret").expect("hash").as_str(), h.as_str(), "salts are random");
+    }
+
+    #[test]
+    fn non_argon2id_hashes_are_refused() {
+        let h = hash(b"x").expect("hash");
+        let argon2i = h.as_str().replacen("argon2id", "argon2i", 1);
+        assert!(SecretHash::parse(&argon2i).expect_err("argon2i").contains("argon2id"));
+        assert!(SecretHash::parse("$2b$12$abcdefghijklmnopqrstuv").is_err());
+        assert!(SecretHash::parse("plaintext").is_err());
+        assert!(SecretHash::parse("$argon2id$v=19$m=1,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2g").is_err(), "m too small");
+    }
+}

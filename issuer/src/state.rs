@@ -1,0 +1,128 @@
+//! Everything a request handler needs, and the reloads that update it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use sigil_runtime::admin::Readiness;
+
+use crate::auth::Authenticator;
+use crate::clients::Registry;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::keys::{KeyState, Keys};
+use crate::metrics::Metrics;
+
+/// The settings request handlers read (the rest of [`Config`] is for wiring).
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub issuer_url: String,
+    pub audience: String,
+    pub token_ttl: Duration,
+    pub jwks_max_age: Duration,
+}
+
+pub struct AppState {
+    pub settings: Settings,
+    pub keys: Keys,
+    pub auth: Authenticator,
+    pub metrics: Metrics,
+    pub readiness: Readiness,
+    clients_file: PathBuf,
+    clients: ArcSwap<Registry>,
+    generation: AtomicU64,
+}
+
+impl AppState {
+    /// Loads every file once. Any error here names its file and stops start-up.
+    pub fn load(config: &Config, metrics: Metrics, readiness: Readiness) -> Result<AppState> {
+        let keys = Keys::load(&config.key_dir, &config.jwks_file)?;
+        let clients = Registry::load(&config.clients_file, 0)?;
+        let auth = Authenticator::new(
+            config.auth_cache_ttl,
+            config.auth_cache_size,
+            config.auth_failure_limit,
+            config.auth_failure_window,
+            metrics.clone(),
+        )
+        .map_err(Error::Config)?;
+        let state = AppState {
+            settings: Settings {
+                issuer_url: config.issuer_url.clone(),
+                audience: config.audience.clone(),
+                token_ttl: config.token_ttl,
+                jwks_max_age: config.jwks_max_age,
+            },
+            keys,
+            auth,
+            metrics,
+            readiness,
+            clients_file: config.clients_file.clone(),
+            clients: ArcSwap::from_pointee(clients),
+            generation: AtomicU64::new(0),
+        };
+        state.observe_keys(&state.keys.current());
+        Ok(state)
+    }
+
+    pub fn clients(&self) -> Arc<Registry> {
+        self.clients.load_full()
+    }
+
+    pub fn clients_file(&self) -> &Path {
+        &self.clients_file
+    }
+
+    /// Re-reads the key directory and JWKS file; on error the old keys stay.
+    pub fn reload_keys(&self) -> Result<()> {
+        let result = self.keys.reload();
+        self.metrics.reload("keys", result.is_ok());
+        self.observe_keys(&self.keys.current());
+        result.map(|_| ())
+    }
+
+    /// Re-reads the clients file; on error the old clients stay.
+    pub fn reload_clients(&self) -> Result<()> {
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        let result = Registry::load(&self.clients_file, generation);
+        self.metrics.reload("clients", result.is_ok());
+        let registry = result?;
+        let old = self.clients.load();
+        if same_clients(&old, &registry) {
+            return Ok(());
+        }
+        tracing::info!(clients = registry.clients.len(), users = registry.users.len(), "clients file reloaded");
+        self.clients.store(Arc::new(registry));
+        // Entries of the old generation can no longer match; free them now.
+        self.auth.clear_cache();
+        Ok(())
+    }
+
+    fn observe_keys(&self, keys: &KeyState) {
+        self.metrics.observe_keys(keys);
+        self.readiness.set(keys.signer.is_some());
+    }
+}
+
+/// Whether two versions of the clients file hold the same entries, so a
+/// periodic re-read of an unchanged file keeps the cache warm.
+fn same_clients(a: &Registry, b: &Registry) -> bool {
+    a.clients.len() == b.clients.len()
+        && a.users.len() == b.users.len()
+        && a.clients.iter().all(|(id, c)| {
+            b.clients.get(id).is_some_and(|d| {
+                c.secret_hash.as_str() == d.secret_hash.as_str()
+                    && c.scopes == d.scopes
+                    && c.audience == d.audience
+                    && c.ttl == d.ttl
+                    && c.grant_types == d.grant_types
+            })
+        })
+        && a.users.iter().all(|(name, u)| {
+            b.users
+                .get(name)
+                .is_some_and(|v| u.password_hash.as_str() == v.password_hash.as_str() && u.scopes == v.scopes)
+        })
+}

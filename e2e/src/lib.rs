@@ -4,6 +4,12 @@
 //! the test process exits, however it exits.
 //!
 //! Tests share the control plane and isolate themselves by namespace.
+//! [`mount`] stands in for the kubelet's Secret and ConfigMap volumes.
+
+pub mod http;
+pub mod mount;
+pub mod process;
+pub mod stack;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

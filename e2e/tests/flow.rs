@@ -1,0 +1,98 @@
+//! The whole flow, as a pod would see it: the operator keeps the keys, the
+//! kubelet (our mirror) swaps the mounted files, the issuer signs and the
+//! sidecar verifies, through a rotation, the retirement and removal of the
+//! old key, and a revocation.
+
+use std::time::Duration;
+
+use kube::Api;
+use kube::api::{DynamicObject, Patch, PatchParams};
+use serde_json::json;
+use sigil_e2e::stack::{self, Stack};
+use sigil_e2e::{ControlPlane, eventually};
+
+/// The `kid` in a compact JWS's header.
+fn kid_of(token: &str) -> String {
+    let header = token.split('.').next().expect("header segment");
+    let header: serde_json::Value =
+        serde_json::from_slice(&sigil_api::jwk::b64_decode(header).expect("base64url")).expect("JSON header");
+    header["kid"].as_str().expect("kid").to_owned()
+}
+
+#[tokio::test]
+async fn tokens_survive_rotation_and_die_with_their_key() {
+    let cp = ControlPlane::shared();
+    let ns = cp.namespace("flow");
+    let client = cp.client().await;
+    let spec = json!({"algorithm": "ES256", "rotation": {"every": "1h", "prePublish": "3s", "retain": "10s"}});
+    let mut stack = Stack::start(cp, &ns, "api", spec).await;
+    let keys: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &stack::signing_key_resource());
+
+    // A token works; no token and a forged token do not.
+    let first = stack.token().await;
+    let kid1 = kid_of(&first);
+    let ok = stack.call("/hello", Some(&first)).await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    assert_eq!(ok.json()["clientId"], stack::CLIENT_ID);
+    assert_eq!(ok.json()["authorizationForwarded"], false);
+    let none = stack.call("/hello", None).await;
+    assert_eq!(none.status, 401);
+    assert_eq!(none.header("www-authenticate"), Some("Bearer realm=\"sigil\""));
+    let mut forged = first.clone();
+    forged.replace_range(forged.len() - 4.., "AAAA");
+    let forged = stack.call("/hello", Some(&forged)).await;
+    assert_eq!(forged.status, 401);
+    assert!(forged.header("www-authenticate").unwrap_or_default().contains("error=\"invalid_token\""));
+
+    // Manual rotation: the next key is published first, then activated.
+    keys.patch(
+        "api",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {"sigil.dev/rotate": "first"}}})),
+    )
+    .await
+    .expect("annotate");
+    let kid2 = eventually("a second published key", Duration::from_secs(30), || async {
+        let kids = stack.published_kids(&client).await;
+        kids.into_iter().find(|k| *k != kid1)
+    })
+    .await;
+    let second = eventually("the issuer signing with the new key", Duration::from_secs(60), || async {
+        let t = stack.token().await;
+        (kid_of(&t) == kid2).then_some(t)
+    })
+    .await;
+    assert_eq!(stack.call("/hello", Some(&second)).await.status, 200);
+    // The old token still verifies while its key is retained.
+    assert!(stack.published_kids(&client).await.contains(&kid1), "retired key must stay published");
+    assert_eq!(stack.call("/hello", Some(&first)).await.status, 200, "old token must work until retain passes");
+
+    // After retain the old key leaves the JWKS and its tokens stop working.
+    eventually("the retired key's removal", Duration::from_secs(60), || async {
+        (!stack.published_kids(&client).await.contains(&kid1)).then_some(())
+    })
+    .await;
+    eventually("the sidecar refusing the old token", Duration::from_secs(30), || async {
+        (stack.call("/hello", Some(&first)).await.status == 401).then_some(())
+    })
+    .await;
+    assert_eq!(stack.call("/hello", Some(&second)).await.status, 200);
+
+    // Revoking the active key replaces it at once and kills its tokens.
+    keys.patch("api", &PatchParams::default(), &Patch::Merge(json!({"spec": {"revokedKeyIds": [kid2]}})))
+        .await
+        .expect("revoke");
+    eventually("the sidecar refusing the revoked key's token", Duration::from_secs(30), || async {
+        (stack.call("/hello", Some(&second)).await.status == 401).then_some(())
+    })
+    .await;
+    let third = eventually("a token from the replacement key", Duration::from_secs(60), || async {
+        let t = stack.token().await;
+        (kid_of(&t) != kid2).then_some(t)
+    })
+    .await;
+    assert_ne!(kid_of(&third), kid1);
+    assert_eq!(stack.call("/hello", Some(&third)).await.status, 200);
+    assert!(!stack.published_kids(&client).await.contains(&kid2), "a revoked key is never published");
+    stack.assert_running();
+}

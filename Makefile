@@ -1,7 +1,7 @@
 # Sigil's developer entry points. README.md explains each.
 CARGO ?= cargo
 
-.PHONY: all generate check-generated lint test build
+.PHONY: all generate check-generated lint test build demo control-plane-binaries
 
 all: lint test
 
@@ -22,6 +22,14 @@ lint:
 ## build: release binaries of the operator, issuer and sidecar
 build:
 	$(CARGO) build --release --locked --bins
+
+## demo: the whole system on this machine (control plane, operator, issuer, sidecar, demo app)
+demo:
+	$(CARGO) run -q -p sigil-e2e --bin sigil-demo
+
+## control-plane-binaries: build (once, cached) kube-apiserver, etcd, kube-controller-manager, kubectl, helm
+control-plane-binaries:
+	hack/build-binaries.sh
 
 ## test: every test tier
 test:

@@ -132,7 +132,24 @@ pub fn read_secret(dir: &Path) -> Result<SecretKeys> {
     if !dir.is_dir() {
         return Err(Error::File { path: dir.to_path_buf(), reason: "not a directory".into() });
     }
-    let mut files: BTreeMap<&str, Zeroizing<Vec<u8>>> = BTreeMap::new();
+    // The kubelet may swap `..data` between two of our reads, giving a torn set
+    // (one version's key, the next one's kid). Re-read when the link moved.
+    let data_link = || std::fs::read_link(dir.join("..data")).ok();
+    let mut attempts = 0;
+    let files = loop {
+        let before = data_link();
+        let files = read_secret_files(dir)?;
+        attempts += 1;
+        if data_link() == before || attempts == 3 {
+            break files;
+        }
+    };
+    SecretKeys::parse(|name| files.get(name).map(|b| b.as_slice()))
+        .map_err(|source| Error::Keys { dir: dir.to_path_buf(), source })
+}
+
+fn read_secret_files(dir: &Path) -> Result<BTreeMap<&'static str, Zeroizing<Vec<u8>>>> {
+    let mut files = BTreeMap::new();
     for name in [
         contract::PRIVATE_KEY,
         contract::KID,
@@ -150,8 +167,7 @@ pub fn read_secret(dir: &Path) -> Result<SecretKeys> {
             Err(e) => return Err(Error::File { path, reason: e.to_string() }),
         }
     }
-    SecretKeys::parse(|name| files.get(name).map(|b| b.as_slice()))
-        .map_err(|source| Error::Keys { dir: dir.to_path_buf(), source })
+    Ok(files)
 }
 
 pub fn read_jwks(path: &Path) -> Result<Jwks> {

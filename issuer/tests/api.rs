@@ -1,0 +1,536 @@
+//! The router driven directly (`tower::ServiceExt::oneshot`, no socket):
+//! every endpoint, every RFC 6749 error, client authentication, scopes, the
+//! auth cache, rate limits and key reloads.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use base64::Engine as _;
+use http::{HeaderMap, Request, StatusCode, header};
+use http_body_util::BodyExt;
+use prometheus_client::registry::Registry;
+use serde_json::Value;
+use sigil_api::{Algorithm, JwkSet};
+use sigil_issuer::routes;
+use sigil_issuer::server;
+use sigil_issuer::state::AppState;
+use support::{AUDIENCE, Fixture, ISSUER};
+use tower::ServiceExt;
+
+struct Harness {
+    fixture: Fixture,
+    state: Arc<AppState>,
+    registry: Arc<Registry>,
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+
+    fn error(&self) -> String {
+        self.json()["error"].as_str().unwrap_or_default().to_owned()
+    }
+}
+
+const FORM: &str = "application/x-www-form-urlencoded";
+
+fn basic(id: &str, secret: &str) -> String {
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}")))
+}
+
+impl Harness {
+    fn new(alg: Algorithm) -> Harness {
+        Harness::with(Fixture::new(alg), |_| {})
+    }
+
+    fn with(fixture: Fixture, tweak: impl FnOnce(&mut sigil_issuer::config::Config)) -> Harness {
+        let mut config = fixture.config();
+        tweak(&mut config);
+        let (state, registry) = server::prepare(&config).expect("issuer loads");
+        Harness { fixture, state, registry }
+    }
+
+    async fn send(&self, request: Request<Body>) -> Reply {
+        let response = routes::app(self.state.clone()).oneshot(request).await.expect("infallible");
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.expect("body").to_bytes().to_vec();
+        Reply { status: parts.status, headers: parts.headers, body }
+    }
+
+    async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
+        let mut request = Request::get(path);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        self.send(request.body(Body::empty()).expect("request")).await
+    }
+
+    /// POST /token from `source`, with optional Basic credentials.
+    async fn token_from(&self, form: &str, auth: Option<(&str, &str)>, source: &str) -> Reply {
+        let mut request = Request::post("/token").header(header::CONTENT_TYPE, FORM);
+        if let Some((id, secret)) = auth {
+            request = request.header(header::AUTHORIZATION, basic(id, secret));
+        }
+        let mut request = request.body(Body::from(form.to_owned())).expect("request");
+        let addr: SocketAddr = format!("{source}:40000").parse().expect("addr");
+        request.extensions_mut().insert(ConnectInfo(addr));
+        self.send(request).await
+    }
+
+    async fn token(&self, form: &str, auth: Option<(&str, &str)>) -> Reply {
+        self.token_from(form, auth, "192.0.2.1").await
+    }
+
+    /// Checks the token with the JWKS the issuer serves (in-process; the
+    /// independent PyJWT check is in `server.rs`) and returns its claims.
+    async fn verify(&self, token: &str, audience: &str) -> Value {
+        let jwks = self.get("/.well-known/jwks.json", &[]).await;
+        let keys = JwkSet::parse(&jwks.body).expect("served JWKS parses").keys;
+        let header = jsonwebtoken::decode_header(token).expect("header");
+        assert_eq!(header.typ.as_deref(), Some("at+jwt"));
+        let kid = header.kid.expect("kid");
+        let key = keys.iter().find(|k| k.kid == kid).expect("kid is published");
+        assert_eq!(header.alg, key.alg.to_jwt());
+        let mut validation = jsonwebtoken::Validation::new(key.alg.to_jwt());
+        validation.set_audience(&[audience]);
+        validation.set_issuer(&[ISSUER]);
+        validation.set_required_spec_claims(&["exp", "iat", "nbf", "iss", "sub", "aud", "jti"]);
+        jsonwebtoken::decode::<Value>(token, &key.key, &validation).expect("token verifies").claims
+    }
+
+    fn metrics(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry).expect("encode");
+        text
+    }
+
+    fn metric(&self, name: &str) -> f64 {
+        self.metrics()
+            .lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    }
+}
+
+#[tokio::test]
+async fn client_credentials_with_basic_auth_issues_an_rfc_9068_token() {
+    let h = Harness::new(Algorithm::ES256);
+    let reply = h.token("grant_type=client_credentials", Some(("svc", "svc-secret"))).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", String::from_utf8_lossy(&reply.body));
+    assert_eq!(reply.headers[header::CACHE_CONTROL], "no-store");
+    assert_eq!(reply.headers[header::CONTENT_TYPE], "application/json");
+    let body = reply.json();
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["expires_in"], 900);
+    assert_eq!(body["scope"], "orders.read orders.write");
+    let claims = h.verify(body["access_token"].as_str().expect("token"), AUDIENCE).await;
+    assert_eq!(claims["sub"], "svc");
+    assert_eq!(claims["client_id"], "svc");
+    assert_eq!(claims["scope"], "orders.read orders.write");
+    assert_eq!(claims["exp"].as_u64().expect("exp") - claims["iat"].as_u64().expect("iat"), 900);
+    assert_eq!(claims["nbf"], claims["iat"]);
+    let header = jsonwebtoken::decode_header(body["access_token"].as_str().expect("token")).expect("header");
+    assert_eq!(header.kid.as_deref(), Some(h.fixture.key.kid()));
+    assert!(h.metrics().contains(r#"sigil_issuer_tokens_issued_total{client="svc",grant="client_credentials"} 1"#));
+}
+
+#[tokio::test]
+async fn form_client_auth_and_per_client_audience_and_ttl() {
+    let h = Harness::new(Algorithm::EdDSA);
+    let reply = h.token("grant_type=client_credentials&client_id=short&client_secret=short-secret", None).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", String::from_utf8_lossy(&reply.body));
+    assert_eq!(reply.json()["expires_in"], 30);
+    let claims = h.verify(reply.json()["access_token"].as_str().expect("token"), "other-api").await;
+    assert_eq!(claims["aud"], "other-api");
+    assert_eq!(claims["sub"], "short");
+}
+
+#[tokio::test]
+async fn jti_is_unique_per_token() {
+    let h = Harness::new(Algorithm::ES256);
+    let mut jtis = std::collections::HashSet::new();
+    for _ in 0..5 {
+        let reply = h.token("grant_type=client_credentials", Some(("svc", "svc-secret"))).await;
+        let claims = h.verify(reply.json()["access_token"].as_str().expect("token"), AUDIENCE).await;
+        assert!(jtis.insert(claims["jti"].as_str().expect("jti").to_owned()));
+    }
+}
+
+#[tokio::test]
+async fn unknown_client_and_wrong_secret_get_the_same_answer() {
+    let h = Harness::new(Algorithm::ES256);
+    let wrong = h.token("grant_type=client_credentials", Some(("svc", "nope"))).await;
+    let unknown = h.token("grant_type=client_credentials", Some(("ghost", "nope"))).await;
+    let missing = h.token("grant_type=client_credentials", None).await;
+    let form_unknown = h.token("grant_type=client_credentials&client_id=ghost&client_secret=x", None).await;
+    for reply in [&wrong, &unknown, &missing, &form_unknown] {
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(reply.error(), "invalid_client");
+        assert_eq!(reply.headers[header::WWW_AUTHENTICATE], "Basic realm=\"sigil-issuer\"");
+        assert_eq!(reply.body, wrong.body, "identical bodies");
+    }
+    // An unknown client runs Argon2 too (against a dummy hash), like a wrong secret.
+    let before = h.metric("sigil_issuer_argon2_verifications_total");
+    h.token("grant_type=client_credentials", Some(("ghost2", "nope"))).await;
+    assert_eq!(h.metric("sigil_issuer_argon2_verifications_total"), before + 1.0);
+}
+
+#[tokio::test]
+async fn every_malformed_request_is_an_rfc_6749_error() {
+    let h = Harness::new(Algorithm::ES256);
+    let svc = Some(("svc", "svc-secret"));
+    let cases: &[(&str, Option<(&str, &str)>, StatusCode, &str)] = &[
+        ("", svc, StatusCode::BAD_REQUEST, "invalid_request"),
+        ("grant_type=", svc, StatusCode::BAD_REQUEST, "invalid_request"),
+        ("grant_type=authorization_code", svc, StatusCode::BAD_REQUEST, "unsupported_grant_type"),
+        ("grant_type=implicit", svc, StatusCode::BAD_REQUEST, "unsupported_grant_type"),
+        (
+            "grant_type=client_credentials&grant_type=client_credentials",
+            svc,
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        ("grant_type=client_credentials&client_secret=svc-secret", svc, StatusCode::BAD_REQUEST, "invalid_request"),
+        ("grant_type=client_credentials&client_id=other", svc, StatusCode::BAD_REQUEST, "invalid_request"),
+        ("grant_type=client_credentials&client_id=svc", None, StatusCode::UNAUTHORIZED, "invalid_client"),
+        ("grant_type=client_credentials&scope=admin", svc, StatusCode::BAD_REQUEST, "invalid_scope"),
+        (
+            "grant_type=client_credentials&scope=orders.read%20%20orders.write",
+            svc,
+            StatusCode::BAD_REQUEST,
+            "invalid_scope",
+        ),
+        ("grant_type=password&password=x", Some(("app", "app-secret")), StatusCode::BAD_REQUEST, "invalid_request"),
+        ("grant_type=password&username=alice", Some(("app", "app-secret")), StatusCode::BAD_REQUEST, "invalid_request"),
+        (
+            "grant_type=password&username=alice&password=alice-password",
+            svc,
+            StatusCode::BAD_REQUEST,
+            "unauthorized_client",
+        ),
+        (
+            "grant_type=password&username=alice&password=wrong",
+            Some(("app", "app-secret")),
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+        ),
+        (
+            "grant_type=password&username=bob&password=wrong",
+            Some(("app", "app-secret")),
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+        ),
+    ];
+    for (form, auth, status, error) in cases {
+        let reply = h.token(form, *auth).await;
+        assert_eq!((reply.status, reply.error().as_str()), (*status, *error), "{form}");
+        assert_eq!(reply.headers[header::CACHE_CONTROL], "no-store", "{form}");
+        assert!(reply.json()["error_description"].is_string(), "{form}");
+    }
+
+    // Not a form.
+    let request = Request::post("/token")
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::AUTHORIZATION, basic("svc", "svc-secret"))
+        .body(Body::from(r#"{"grant_type":"client_credentials"}"#))
+        .expect("request");
+    let reply = h.send(request).await;
+    assert_eq!((reply.status, reply.error().as_str()), (StatusCode::BAD_REQUEST, "invalid_request"));
+
+    // Too big.
+    let huge = format!("grant_type=client_credentials&pad={}", "x".repeat(routes::MAX_BODY_BYTES));
+    let reply = h.token(&huge, svc).await;
+    assert_eq!((reply.status, reply.error().as_str()), (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request"));
+
+    // Garbage Basic header.
+    let request = Request::post("/token")
+        .header(header::CONTENT_TYPE, FORM)
+        .header(header::AUTHORIZATION, "Basic not-base64!")
+        .body(Body::from("grant_type=client_credentials"))
+        .expect("request");
+    assert_eq!(h.send(request).await.status, StatusCode::UNAUTHORIZED);
+
+    // Wrong method.
+    assert_eq!(h.get("/token", &[]).await.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert!(h.metrics().contains(r#"sigil_issuer_token_failures_total{reason="invalid_scope"} 2"#));
+}
+
+#[tokio::test]
+async fn scopes_are_a_subset_of_what_is_allowed() {
+    let h = Harness::new(Algorithm::ES256);
+    let svc = Some(("svc", "svc-secret"));
+    let reply = h.token("grant_type=client_credentials&scope=orders.read", svc).await;
+    assert_eq!(reply.json()["scope"], "orders.read");
+    let claims = h.verify(reply.json()["access_token"].as_str().expect("token"), AUDIENCE).await;
+    assert_eq!(claims["scope"], "orders.read");
+    let reply = h.token("grant_type=client_credentials&scope=orders.write+orders.read", svc).await;
+    assert_eq!(reply.json()["scope"], "orders.read orders.write");
+    let reply = h.token("grant_type=client_credentials&scope=orders.read+orders.delete", svc).await;
+    assert_eq!(reply.error(), "invalid_scope");
+    assert!(reply.json()["error_description"].as_str().expect("description").contains("orders.delete"));
+}
+
+#[tokio::test]
+async fn password_grant_gives_the_user_the_scopes_both_may_have() {
+    let h = Harness::new(Algorithm::RS256);
+    let app = Some(("app", "app-secret"));
+    let reply = h.token("grant_type=password&username=alice&password=alice-password", app).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", String::from_utf8_lossy(&reply.body));
+    // alice has orders.write too, but the app client may not ask for it.
+    assert_eq!(reply.json()["scope"], "orders.read profile");
+    let claims = h.verify(reply.json()["access_token"].as_str().expect("token"), AUDIENCE).await;
+    assert_eq!(claims["sub"], "alice");
+    assert_eq!(claims["client_id"], "app");
+    let reply = h.token("grant_type=password&username=alice&password=alice-password&scope=orders.write", app).await;
+    assert_eq!(reply.error(), "invalid_scope");
+    // A wrong client secret fails before the user is looked at.
+    let reply = h.token("grant_type=password&username=alice&password=alice-password", Some(("app", "x"))).await;
+    assert_eq!(reply.error(), "invalid_client");
+    assert!(h.metrics().contains(r#"sigil_issuer_tokens_issued_total{client="app",grant="password"} 1"#));
+}
+
+#[tokio::test]
+async fn a_cached_success_skips_argon2_and_a_clients_change_clears_it() {
+    let h = Harness::new(Algorithm::ES256);
+    let argon2 = || h.metric("sigil_issuer_argon2_verifications_total");
+    let svc = Some(("svc", "svc-secret"));
+    assert_eq!(h.token("grant_type=client_credentials", svc).await.status, StatusCode::OK);
+    assert_eq!(argon2(), 1.0);
+    for _ in 0..3 {
+        assert_eq!(h.token("grant_type=client_credentials", svc).await.status, StatusCode::OK);
+    }
+    assert_eq!(argon2(), 1.0, "answered from the cache");
+    assert_eq!(h.metric("sigil_issuer_auth_cache_hits_total"), 3.0);
+
+    // Failures are never cached: each one runs Argon2.
+    h.token("grant_type=client_credentials", Some(("svc", "wrong"))).await;
+    h.token("grant_type=client_credentials", Some(("svc", "wrong"))).await;
+    assert_eq!(argon2(), 3.0);
+
+    // An unchanged clients file keeps the cache; a changed one drops it.
+    h.state.reload_clients().expect("reload");
+    assert_eq!(h.token("grant_type=client_credentials", svc).await.status, StatusCode::OK);
+    assert_eq!(argon2(), 3.0);
+    let rotated = support::default_clients().replace(&support::cheap_hash("svc-secret"), &support::cheap_hash("new"));
+    support::write_clients(&h.fixture.clients_file(), &rotated);
+    h.state.reload_clients().expect("reload");
+    let reply = h.token("grant_type=client_credentials", svc).await;
+    assert_eq!(reply.error(), "invalid_client", "the old secret no longer works, cache or not");
+    assert_eq!(argon2(), 4.0);
+    assert_eq!(h.token("grant_type=client_credentials", Some(("svc", "new"))).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn failed_authentications_are_rate_limited_per_client_and_per_address() {
+    let h = Harness::with(Fixture::new(Algorithm::ES256), |c| c.auth_failure_limit = 3);
+    let form = "grant_type=client_credentials";
+    // Warm the cache for the real client from its own address.
+    assert_eq!(h.token_from(form, Some(("svc", "svc-secret")), "192.0.2.10").await.status, StatusCode::OK);
+
+    // An attacker guesses svc's secret from several addresses.
+    for ip in ["198.51.100.1", "198.51.100.2", "198.51.100.3"] {
+        assert_eq!(h.token_from(form, Some(("svc", "guess")), ip).await.error(), "invalid_client");
+    }
+    let argon2_before = h.metric("sigil_issuer_argon2_verifications_total");
+    let limited = h.token_from(form, Some(("svc", "guess")), "198.51.100.4").await;
+    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = limited.headers[header::RETRY_AFTER].to_str().expect("ascii").parse().expect("seconds");
+    assert!((1..=60).contains(&retry), "{retry}");
+    assert_eq!(h.metric("sigil_issuer_argon2_verifications_total"), argon2_before, "no Argon2 work when limited");
+    // The right secret is limited too, unless it was verified recently.
+    let uncached = h.token_from(form, Some(("svc", "svc-secret ")), "192.0.2.10").await;
+    assert_eq!(uncached.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(h.token_from(form, Some(("svc", "svc-secret")), "192.0.2.10").await.status, StatusCode::OK);
+
+    // One address guessing at many clients is limited by address.
+    for id in ["a", "b", "c"] {
+        assert_eq!(h.token_from(form, Some((id, "x")), "203.0.113.9").await.error(), "invalid_client");
+    }
+    assert_eq!(h.token_from(form, Some(("short", "x")), "203.0.113.9").await.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(h.token_from(form, Some(("short", "x")), "203.0.113.10").await.error(), "invalid_client");
+    assert!(h.metrics().contains(r#"sigil_issuer_token_failures_total{reason="rate_limited"} 3"#));
+
+    // Users are limited by username.
+    let app = Some(("app", "app-secret"));
+    for _ in 0..3 {
+        let r = h.token_from("grant_type=password&username=alice&password=x", app, "192.0.2.20").await;
+        assert_eq!(r.error(), "invalid_grant");
+    }
+    let r = h.token_from("grant_type=password&username=alice&password=alice-password", app, "192.0.2.21").await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn jwks_is_the_file_with_etag_and_max_age() {
+    let h = Harness::new(Algorithm::ES256);
+    let reply = h.get("/.well-known/jwks.json", &[]).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body, std::fs::read(h.fixture.jwks_file()).expect("file"));
+    assert_eq!(reply.headers[header::CONTENT_TYPE], "application/jwk-set+json");
+    assert_eq!(reply.headers[header::CACHE_CONTROL], "public, max-age=300");
+    let etag = reply.headers[header::ETAG].to_str().expect("etag").to_owned();
+    let not_modified = h.get("/.well-known/jwks.json", &[("if-none-match", &etag)]).await;
+    assert_eq!(not_modified.status, StatusCode::NOT_MODIFIED);
+    assert!(not_modified.body.is_empty());
+    assert_eq!(not_modified.headers[header::ETAG], etag.as_str());
+    let other = h.get("/.well-known/jwks.json", &[("if-none-match", "\"other\"")]).await;
+    assert_eq!(other.status, StatusCode::OK);
+
+    // A new JWKS gets a new ETag, and the old one no longer matches.
+    let next = support::key(Algorithm::ES256);
+    support::write_jwks(&h.fixture.jwks_dir(), &[&h.fixture.key, &next]);
+    h.state.reload_keys().expect("reload");
+    let reply = h.get("/.well-known/jwks.json", &[("if-none-match", &etag)]).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_ne!(reply.headers[header::ETAG], etag.as_str());
+    assert_eq!(JwkSet::parse(&reply.body).expect("parse").keys.len(), 2);
+}
+
+#[tokio::test]
+async fn discovery_documents_describe_the_issuer() {
+    let h = Harness::new(Algorithm::EdDSA);
+    for path in ["/.well-known/openid-configuration", "/.well-known/oauth-authorization-server"] {
+        let reply = h.get(path, &[]).await;
+        assert_eq!(reply.status, StatusCode::OK, "{path}");
+        assert_eq!(reply.headers[header::CONTENT_TYPE], "application/json");
+        let doc = reply.json();
+        assert_eq!(doc["issuer"], ISSUER);
+        assert_eq!(doc["jwks_uri"], format!("{ISSUER}/.well-known/jwks.json"));
+        assert_eq!(doc["token_endpoint"], format!("{ISSUER}/token"));
+        assert_eq!(doc["grant_types_supported"], serde_json::json!(["client_credentials", "password"]));
+        assert_eq!(
+            doc["token_endpoint_auth_methods_supported"],
+            serde_json::json!(["client_secret_basic", "client_secret_post"])
+        );
+        assert_eq!(doc["id_token_signing_alg_values_supported"], serde_json::json!(["EdDSA"]));
+    }
+    assert_eq!(h.get("/.well-known/nothing", &[]).await.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn an_unpublished_key_is_never_used() {
+    let h = Harness::new(Algorithm::ES256);
+    let old = h.fixture.key.kid().to_owned();
+    let svc = Some(("svc", "svc-secret"));
+    let kid_of = |reply: &Reply| {
+        let token = reply.json()["access_token"].as_str().expect("token").to_owned();
+        jsonwebtoken::decode_header(&token).expect("header").kid.expect("kid")
+    };
+
+    // The Secret moves to a key the JWKS does not publish yet: keep the old one.
+    let new = support::key(Algorithm::ES256);
+    support::write_secret(&h.fixture.key_dir(), &new, None);
+    h.state.reload_keys().expect("reload");
+    let reply = h.token("grant_type=client_credentials", svc).await;
+    assert_eq!(kid_of(&reply), old);
+    h.verify(reply.json()["access_token"].as_str().expect("token"), AUDIENCE).await;
+    assert!(h.metrics().contains("sigil_issuer_signing_current_key 0"));
+    assert!(h.metrics().contains(&format!(r#"sigil_issuer_active_kid{{kid="{old}",alg="ES256"}} 1"#)));
+    assert!(h.state.readiness.is_ready());
+
+    // Published: switch.
+    support::write_jwks(&h.fixture.jwks_dir(), &[&h.fixture.key, &new]);
+    h.state.reload_keys().expect("reload");
+    let reply = h.token("grant_type=client_credentials", svc).await;
+    assert_eq!(kid_of(&reply), new.kid());
+    assert!(h.metrics().contains("sigil_issuer_signing_current_key 1"));
+    assert!(!h.metrics().contains(&format!(r#"kid="{old}""#)), "the old kid is no longer reported active");
+
+    // The JWKS drops every key we have: refuse to sign rather than sign unverifiably.
+    support::write_jwks(&h.fixture.jwks_dir(), &[&support::key(Algorithm::ES256)]);
+    h.state.reload_keys().expect("reload");
+    let reply = h.token("grant_type=client_credentials", svc).await;
+    assert_eq!((reply.status, reply.error().as_str()), (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable"));
+    assert!(!h.state.readiness.is_ready());
+}
+
+#[tokio::test]
+async fn starting_with_an_unpublished_key_is_not_ready_until_it_is_published() {
+    let fixture = Fixture::new(Algorithm::ES256);
+    support::write_jwks(&fixture.jwks_dir(), &[&support::key(Algorithm::ES256)]);
+    let h = Harness::with(fixture, |_| {});
+    assert!(!h.state.readiness.is_ready());
+    let reply = h.token("grant_type=client_credentials", Some(("svc", "svc-secret"))).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    support::write_jwks(&h.fixture.jwks_dir(), &[&h.fixture.key]);
+    h.state.reload_keys().expect("reload");
+    assert!(h.state.readiness.is_ready());
+    let reply = h.token("grant_type=client_credentials", Some(("svc", "svc-secret"))).await;
+    assert_eq!(reply.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn bad_key_material_on_reload_keeps_the_current_key() {
+    let h = Harness::new(Algorithm::ES256);
+    let kid = h.fixture.key.kid().to_owned();
+    sigil_runtime::volume::write_atomically(
+        &h.fixture.key_dir(),
+        &[
+            ("private.pem", b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"),
+            ("kid", kid.as_bytes()),
+            ("alg", b"ES256"),
+        ],
+    )
+    .expect("write");
+    let err = h.state.reload_keys().expect_err("bad key").to_string();
+    assert!(err.contains("private.pem"), "{err}");
+    assert!(h.metrics().contains(r#"sigil_issuer_reloads_total{source="keys",result="error"} 1"#));
+    let reply = h.token("grant_type=client_credentials", Some(("svc", "svc-secret"))).await;
+    assert_eq!(reply.status, StatusCode::OK);
+
+    // A broken clients file is refused the same way.
+    support::write_clients(&h.fixture.clients_file(), "clients:\n- id: x\n");
+    let err = h.state.reload_clients().expect_err("bad clients").to_string();
+    assert!(err.contains("clients.yaml") && err.contains("secretHash"), "{err}");
+    let reply = h.token("grant_type=client_credentials", Some(("svc", "svc-secret"))).await;
+    assert_eq!(reply.status, StatusCode::OK);
+}
+
+#[test]
+fn bad_material_at_startup_names_the_file_and_the_problem() {
+    let f = Fixture::new(Algorithm::ES256);
+    let load = |f: &Fixture| server::prepare(&f.config()).map(|_| ()).expect_err("must fail").to_string();
+
+    std::fs::remove_file(f.key_dir().join("..data/alg")).expect("rm");
+    let err = load(&f);
+    assert!(err.contains("keys") && err.contains("alg is missing"), "{err}");
+
+    sigil_runtime::volume::write_atomically(
+        &f.key_dir(),
+        &[("private.pem", b"junk"), ("kid", b"x"), ("alg", b"ES256")],
+    )
+    .expect("write");
+    let err = load(&f);
+    assert!(err.contains("private.pem") && err.contains("PEM"), "{err}");
+
+    let other = support::key(Algorithm::ES256);
+    support::write_secret(&f.key_dir(), &f.key, None);
+    sigil_runtime::volume::write_atomically(
+        &f.key_dir(),
+        &[("private.pem", f.key.to_pkcs8_pem().as_bytes()), ("kid", other.kid().as_bytes()), ("alg", b"ES256")],
+    )
+    .expect("write");
+    assert!(load(&f).contains("kid says"), "{}", load(&f));
+
+    support::write_secret(&f.key_dir(), &f.key, None);
+    sigil_runtime::volume::write_atomically(&f.jwks_dir(), &[("jwks.json", b"{}")]).expect("write");
+    let err = load(&f);
+    assert!(err.contains("jwks.json") && err.contains("keys"), "{err}");
+
+    let f = Fixture::new(Algorithm::ES256);
+    std::fs::remove_file(f.clients_file()).expect("rm");
+    let err = load(&f);
+    assert!(err.contains("clients.yaml"), "{err}");
+}

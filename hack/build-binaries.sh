@@ -85,13 +85,16 @@ binary_path() { echo "${bin}/$1-$2/$1"; }
 # release_time MODULE@VERSION prints the release's commit time, used as
 # buildDate so rebuilds of one version are reproducible.
 release_time() {
-	go mod download -json "$1" | jq -r '.Time // empty'
+	local info
+	info=$(go mod download -json "$1" | jq -r '.Info // empty')
+	[[ -z $info ]] || jq -r '.Time // empty' "$info"
 }
 
 # Upstream release flags: static, no debug info, no test-only code paths.
+# -buildvcs=false: the enclosing git repo is Sigil's, not the binaries'.
 # The machine has 2 cores: -p 2 keeps the build from oversubscribing them.
 go_build() {
-	CGO_ENABLED=0 go build -p 2 -trimpath "$@"
+	CGO_ENABLED=0 go build -p 2 -trimpath -buildvcs=false "$@"
 }
 
 # install_built TMPDIR NAME VERSION moves one fresh binary into the cache.
@@ -119,6 +122,8 @@ build_kubernetes() {
 		ldflags+=" -X ${pkg}.gitVersion=${k8s_version}"
 		ldflags+=" -X ${pkg}.gitMajor=${major} -X ${pkg}.gitMinor=${minor}"
 		ldflags+=" -X ${pkg}.gitTreeState=clean -X ${pkg}.buildDate=${date}"
+		# Modules carry no commit; say so rather than leave "$Format:%H$".
+		ldflags+=" -X ${pkg}.gitCommit="
 	done
 	tmp=$(scratch)
 	(cd "${tools}/kubernetes" && go_build -tags selinux,notest,grpcnotrace -ldflags "$ldflags" -o "${tmp}/" \

@@ -52,8 +52,9 @@ impl Key {
         Ok(Key { kid: vk.kid.clone(), alg: vk.alg, public })
     }
 
-    pub fn verify(&self, message: &[u8], signature: &[u8]) -> Result<(), ()> {
-        self.public.verify_sig(message, signature).map_err(|_| ())
+    /// Whether `signature` is this key's signature over `message`.
+    pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
+        self.public.verify_sig(message, signature).is_ok()
     }
 
     /// Same kid, algorithm and public key (compared as canonical SPKI DER).

@@ -1,5 +1,44 @@
 //! `sigil-sidecar`: a reverse proxy that verifies Bearer tokens with public
 //! keys only and forwards verified requests to the application beside it.
+//!
+//! The request path, in order: [`proxy`] strips client `X-Sigil-*` headers,
+//! [`routes`] decides public or protected, [`bearer`] finds the token,
+//! [`auth`] consults the [`cache`] and the pure [`verify`] function against the
+//! current [`keys`] (kept fresh by [`jwks`]), and [`proxy`] forwards.
 
+pub mod auth;
+pub mod bearer;
+pub mod cache;
+pub mod config;
+pub mod jwks;
 pub mod keys;
+pub mod metrics;
+pub mod proxy;
+pub mod rejection;
+pub mod routes;
+pub mod run;
+pub mod server;
 pub mod verify;
+
+/// Errors that stop the sidecar from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("JWKS file: {0}")]
+    JwksFile(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: std::net::SocketAddr, source: std::io::Error },
+}
+
+/// An error and all its causes on one line, for logs.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

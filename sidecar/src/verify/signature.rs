@@ -27,7 +27,7 @@ pub fn check(key: &Key, signing_input: &[u8], signature: &[u8]) -> Result<(), Re
         Algorithm::EdDSA if signature.len() != 64 => return Err(Rejection::BadSignature("Ed25519 signature length")),
         _ => {}
     }
-    key.verify(signing_input, signature).map_err(|()| Rejection::BadSignature("does not verify"))
+    if key.verify(signing_input, signature) { Ok(()) } else { Err(Rejection::BadSignature("does not verify")) }
 }
 
 /// JWS ECDSA signatures are the fixed-size `r || s` (RFC 7518 section 3.4),

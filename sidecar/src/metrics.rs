@@ -1,0 +1,94 @@
+//! The sidecar's Prometheus metrics. Failure reasons are labels here and in
+//! debug logs; the token itself is never recorded anywhere.
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+type Label = [(&'static str, &'static str); 1];
+type Labels2 = [(&'static str, &'static str); 2];
+
+#[derive(Clone, Default)]
+pub struct Metrics {
+    requests: Family<Label, Counter>,
+    rejections: Family<Label, Counter>,
+    upstream_errors: Family<Label, Counter>,
+    cache: Family<Label, Counter>,
+    jwks_loads: Family<Labels2, Counter>,
+    keys: Gauge,
+    jwks_last_success: Family<Label, Gauge>,
+}
+
+impl Metrics {
+    pub fn register(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("sigil_sidecar");
+        r.register(
+            "requests",
+            "Requests by outcome (forwarded, public, rejected, upstream_error)",
+            self.requests.clone(),
+        );
+        r.register("rejections", "Requests refused, by reason", self.rejections.clone());
+        r.register(
+            "upstream_errors",
+            "Requests the app did not answer (connect, timeout)",
+            self.upstream_errors.clone(),
+        );
+        r.register("token_cache", "Verified-token cache lookups (hit, miss)", self.cache.clone());
+        r.register("jwks_loads", "JWKS loads by source (file, url) and result (ok, error)", self.jwks_loads.clone());
+        r.register("keys", "Keys the sidecar verifies with now", self.keys.clone());
+        r.register(
+            "jwks_last_success_timestamp_seconds",
+            "Unix time of the last successful JWKS load, by source",
+            self.jwks_last_success.clone(),
+        );
+    }
+
+    pub fn request(&self, outcome: &'static str) {
+        self.requests.get_or_create(&[("outcome", outcome)]).inc();
+    }
+
+    pub fn rejection(&self, reason: &'static str) {
+        self.request("rejected");
+        self.rejections.get_or_create(&[("reason", reason)]).inc();
+    }
+
+    pub fn upstream_error(&self, kind: &'static str) {
+        self.request("upstream_error");
+        self.upstream_errors.get_or_create(&[("kind", kind)]).inc();
+    }
+
+    pub fn cache(&self, result: &'static str) {
+        self.cache.get_or_create(&[("result", result)]).inc();
+    }
+
+    pub fn jwks_load(&self, source: &'static str, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.jwks_loads.get_or_create(&[("source", source), ("result", result)]).inc();
+        if ok {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            self.jwks_last_success.get_or_create(&[("source", source)]).set(i64::try_from(now).unwrap_or(i64::MAX));
+        }
+    }
+
+    pub fn set_keys(&self, n: usize) {
+        self.keys.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// A counter's current value, for tests.
+    pub fn count(&self, family: &str, label: &'static str) -> u64 {
+        let f = match family {
+            "requests" => &self.requests,
+            "rejections" => &self.rejections,
+            "upstream_errors" => &self.upstream_errors,
+            _ => &self.cache,
+        };
+        let key = match family {
+            "requests" => "outcome",
+            "rejections" => "reason",
+            "upstream_errors" => "kind",
+            _ => "result",
+        };
+        f.get_or_create(&[(key, label)]).get()
+    }
+}

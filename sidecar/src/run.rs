@@ -1,0 +1,97 @@
+//! Wiring: key sources, the proxy, the admin server, and shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use prometheus_client::registry::Registry;
+use sigil_runtime::admin::{self, Readiness};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::Error;
+use crate::auth::Authenticator;
+use crate::config::Config;
+use crate::jwks::KeyStore;
+use crate::jwks::file::FileSource;
+use crate::jwks::url::UrlSource;
+use crate::metrics::Metrics;
+use crate::proxy::Proxy;
+
+/// A started sidecar.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub keys: Arc<KeyStore>,
+    pub metrics: Metrics,
+    pub ready: Readiness,
+    /// Completes when the proxy has drained after `shutdown` fired.
+    pub done: JoinHandle<()>,
+}
+
+/// Starts everything and returns once both ports are bound. Configuration
+/// problems (including a missing JWKS file) are reported before binding.
+pub async fn start(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<Running, Error> {
+    let metrics = Metrics::default();
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+    let ready = Readiness::new();
+    let keys = Arc::new(KeyStore::new(ready.clone(), metrics.clone()));
+    let file = config.jwks_file.as_deref().map(FileSource::new).transpose()?;
+    let auth = Authenticator::new(Arc::clone(&keys), config.policy.clone(), config.token_cache_size);
+    let proxy = Arc::new(Proxy::new(config.proxy(), auth, metrics.clone())?);
+
+    let listener = bind(config.listen).await?;
+    let admin_listener = bind(config.admin_listen).await?;
+    let addr = listener.local_addr().map_err(|source| Error::Listen { addr: config.listen, source })?;
+    let admin_addr =
+        admin_listener.local_addr().map_err(|source| Error::Listen { addr: config.admin_listen, source })?;
+
+    let mut sources = Vec::new();
+    if let Some(mut file) = file {
+        // Load once before serving so a valid mount means ready at once.
+        file.reload(&keys).await;
+        sources.push(tokio::spawn(file.run(Arc::clone(&keys))));
+    }
+    if let Some((uri, schedule)) = config.jwks_url.clone() {
+        sources.push(tokio::spawn(UrlSource::new(uri, schedule).run(Arc::clone(&keys))));
+    }
+
+    let (stop, stopped) = watch::channel(false);
+    let admin = {
+        let mut stopped = stopped.clone();
+        let ready = ready.clone();
+        tokio::spawn(async move {
+            let until = async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            };
+            if let Err(e) = admin::serve(admin_listener, Arc::new(registry), ready, until).await {
+                tracing::error!(error = %e, "admin server failed");
+            }
+        })
+    };
+    let limits = config.limits.clone();
+    let proxy_shutdown = {
+        let ready = ready.clone();
+        async move {
+            shutdown.await;
+            // Tell the kubelet first, so no new traffic is sent while we drain.
+            ready.set(false);
+            let _ = stop.send(true);
+        }
+    };
+    tracing::info!(%addr, %admin_addr, upstream = %config.upstream, "sidecar listening");
+    let done = tokio::spawn(async move {
+        crate::server::serve(listener, proxy, limits, proxy_shutdown).await;
+        for source in sources {
+            source.abort();
+        }
+        let _ = admin.await;
+    });
+    Ok(Running { addr, admin_addr, keys, metrics, ready, done })
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
+    TcpListener::bind(addr).await.map_err(|source| Error::Listen { addr, source })
+}

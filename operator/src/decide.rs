@@ -66,7 +66,13 @@ pub enum Decision {
     /// Generate a key of this kind (slow for RSA, so the caller does it off the
     /// async runtime) and decide again with it as `fresh_key`.
     NeedKey(KeyKind),
-    Plan(Plan),
+    Plan(Box<Plan>),
+}
+
+impl From<Plan> for Decision {
+    fn from(plan: Plan) -> Decision {
+        Decision::Plan(Box::new(plan))
+    }
 }
 
 #[derive(Debug)]
@@ -123,7 +129,7 @@ pub fn decide(input: Input<'_>) -> Decision {
         Ok(spec) => spec,
         Err(e) => {
             let msg = format!("spec is invalid: {e}");
-            return Decision::Plan(blocked(sk, input.now, reason::INVALID_SPEC, "InvalidSpec", msg, None));
+            return Decision::from(blocked(sk, input.now, reason::INVALID_SPEC, "InvalidSpec", msg, None));
         }
     };
     if let Some(secret) = input.secret.filter(|s| !controlled_by(*s, &uid)) {
@@ -132,7 +138,7 @@ pub fn decide(input: Input<'_>) -> Decision {
              Delete it or choose another spec.secretName",
             secret.name_any()
         );
-        return Decision::Plan(blocked(
+        return Decision::from(blocked(
             sk,
             input.now,
             reason::SECRET_CONFLICT,
@@ -148,14 +154,14 @@ pub fn decide(input: Input<'_>) -> Decision {
             cm.name_any()
         );
         let recheck = Some(CONFLICT_RECHECK);
-        return Decision::Plan(blocked(sk, input.now, reason::CONFIG_MAP_CONFLICT, "Conflict", msg, recheck));
+        return Decision::from(blocked(sk, input.now, reason::CONFIG_MAP_CONFLICT, "Conflict", msg, recheck));
     }
     let slots = match input.secret.map(|s| Slots::parse(&secret_data(s))).transpose() {
         Ok(slots) => slots.unwrap_or_default(),
         Err(e) => {
             // Never overwrite key material we cannot read: a person must look.
             let msg = format!("Secret {} cannot be read: {e}; fix or delete it", spec.secret_name);
-            return Decision::Plan(blocked(sk, input.now, reason::SECRET_INVALID, "SecretInvalid", msg, None));
+            return Decision::from(blocked(sk, input.now, reason::SECRET_INVALID, "SecretInvalid", msg, None));
         }
     };
     let published = input.config_map.map(Published::parse).unwrap_or_default();
@@ -219,11 +225,11 @@ impl Step<'_> {
             let events = self.published_events(&desired);
             let write = Write::ConfigMap(self.config_map_object(&desired));
             let status = self.status(&desired, None);
-            return Decision::Plan(Plan { write: Some(write), status, events, requeue_at: Some(self.now) });
+            return Decision::from(Plan { write: Some(write), status, events, requeue_at: Some(self.now) });
         }
         let transition = self.transition(&desired);
         let (active, next, events) = match transition {
-            Transition::Wait(at) => return Decision::Plan(self.settled(secret, desired, at)),
+            Transition::Wait(at) => return Decision::from(self.settled(secret, desired, at)),
             Transition::Generate => {
                 let kind = self.spec_kind();
                 let Some(fresh) = fresh.filter(|k| KeyKind::of(k) == kind) else {
@@ -245,7 +251,7 @@ impl Step<'_> {
         };
         let write = Write::Secret(self.secret_object(active, next));
         let status = self.status(&desired, None);
-        Decision::Plan(Plan { write: Some(write), status, events, requeue_at: Some(self.now) })
+        Decision::from(Plan { write: Some(write), status, events, requeue_at: Some(self.now) })
     }
 
     /// The cluster is up to date; report and sleep until `next_transition`.
@@ -425,7 +431,7 @@ impl Step<'_> {
         let old = self.sk.status.clone().unwrap_or_default();
         let generation = self.sk.metadata.generation;
         let mut conditions = old.conditions;
-        let active = self.slots.active_kid().filter(|kid| desired.records.get(*kid).is_some());
+        let active = self.slots.active_kid().filter(|kid| desired.records.contains_key(*kid));
         match active {
             Some(kid) => {
                 let alg = desired.records.get(kid).map(|r| r.algorithm.as_str()).unwrap_or_default();

@@ -1,4 +1,49 @@
-mod decide;
-mod observe;
+//! `sigil-operator`: reconciles SigningKeys into a private-key Secret and a
+//! JWKS ConfigMap and rotates their keys. See `decide` for the lifecycle.
 
-fn main() {}
+mod config;
+mod controller;
+mod decide;
+mod error;
+#[cfg(test)]
+mod fixtures;
+mod leader;
+mod metrics;
+mod observe;
+mod reconcile;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::config::{Command, Config};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let config = Config::parse();
+    if let Some(Command::Crd) = config.command {
+        print!("{}", sigil_api::signing_key::crd_yaml());
+        return ExitCode::SUCCESS;
+    }
+    sigil_runtime::telemetry::init(config.log_format);
+    // Every configuration error is reported before a port is bound.
+    let lease = match config.lease(|k| std::env::var(k).ok()) {
+        Ok(lease) => lease,
+        Err(message) => return fail(&message),
+    };
+    let admin = match tokio::net::TcpListener::bind(config.admin_listen).await {
+        Ok(listener) => listener,
+        Err(e) => return fail(&format!("cannot listen on {}: {e}", config.admin_listen)),
+    };
+    let options = controller::Options { namespace: config.namespace, lease, admin };
+    match controller::run(options).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e.to_string()),
+    }
+}
+
+fn fail(message: &str) -> ExitCode {
+    tracing::error!("{message}");
+    eprintln!("sigil-operator: {message}");
+    ExitCode::FAILURE
+}

@@ -72,6 +72,7 @@ impl Slots {
     }
 
     /// The Secret `data` for these slots.
+    #[cfg(test)]
     pub fn to_data(&self) -> BTreeMap<String, ByteString> {
         slots_data(self.active.as_ref(), self.next.as_ref())
     }

@@ -111,9 +111,9 @@ impl World {
     /// One step: generate a key if asked, then return the plan.
     fn plan(&self) -> Plan {
         match self.decide(None) {
-            Decision::Plan(plan) => plan,
+            Decision::Plan(plan) => *plan,
             Decision::NeedKey(kind) => match self.decide(Some(&generate(kind))) {
-                Decision::Plan(plan) => plan,
+                Decision::Plan(plan) => *plan,
                 Decision::NeedKey(kind) => panic!("asked for a {kind} key twice"),
             },
         }

@@ -1,0 +1,137 @@
+//! Command-line flags, each with a `SIGIL_*` environment twin, parsed once
+//! into typed values before anything binds a port or calls the API server.
+
+use std::net::SocketAddr;
+
+use clap::{Parser, Subcommand};
+use sigil_runtime::telemetry::LogFormat;
+
+/// Reconciles SigningKeys (sigil.dev/v1alpha1) into a private-key Secret and a
+/// JWKS ConfigMap, and rotates keys so no token ever fails verification.
+///
+/// Connects with the in-cluster ServiceAccount, or with $KUBECONFIG /
+/// ~/.kube/config when run outside a cluster.
+#[derive(Debug, Parser)]
+#[command(name = "sigil-operator", version)]
+pub struct Config {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Watch SigningKeys in this namespace only (default: all namespaces).
+    #[arg(long, env = "SIGIL_NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// Address of the admin server: /healthz, /readyz and /metrics.
+    #[arg(long, alias = "metrics-listen", env = "SIGIL_ADMIN_LISTEN", default_value = "0.0.0.0:8081")]
+    pub admin_listen: SocketAddr,
+
+    /// Run only while holding a coordination.k8s.io Lease, so several replicas
+    /// can run safely (one reconciles, the others wait).
+    #[arg(long, env = "SIGIL_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "SIGIL_LEASE_NAME", default_value = "sigil-operator")]
+    pub lease_name: String,
+
+    /// Namespace of the leader-election Lease (default: $POD_NAMESPACE, then --namespace).
+    #[arg(long, env = "SIGIL_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+
+    /// This replica's identity in the Lease (default: $POD_NAME, then the host name).
+    #[arg(long, env = "SIGIL_IDENTITY")]
+    pub identity: Option<String>,
+
+    /// Log format: json (one object per line) or text.
+    #[arg(long, env = "SIGIL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the SigningKey CustomResourceDefinition as YAML and exit.
+    Crd,
+}
+
+/// Where the leader-election Lease lives and who we are in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseConfig {
+    pub name: String,
+    pub namespace: String,
+    pub identity: String,
+}
+
+impl Config {
+    /// The Lease settings, or why they cannot be worked out. `env` reads the
+    /// environment (injected for tests).
+    pub fn lease(&self, env: impl Fn(&str) -> Option<String>) -> Result<Option<LeaseConfig>, String> {
+        if !self.leader_election {
+            return Ok(None);
+        }
+        let namespace = self
+            .lease_namespace
+            .clone()
+            .or_else(|| env("POD_NAMESPACE"))
+            .or_else(|| self.namespace.clone())
+            .filter(|n| !n.is_empty())
+            .ok_or("leader election needs a namespace for its Lease: set --lease-namespace (or POD_NAMESPACE), or pass --leader-election=false")?;
+        let identity = self
+            .identity
+            .clone()
+            .or_else(|| env("POD_NAME"))
+            .or_else(|| env("HOSTNAME"))
+            .filter(|n| !n.is_empty())
+            .ok_or("leader election needs an identity: set --identity (or POD_NAME)")?;
+        Ok(Some(LeaseConfig { name: self.lease_name.clone(), namespace, identity }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Config, clap::Error> {
+        Config::try_parse_from(std::iter::once("sigil-operator").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse(&[]).expect("parse");
+        assert!(c.command.is_none());
+        assert_eq!(c.admin_listen, "0.0.0.0:8081".parse().expect("addr"));
+        assert!(c.leader_election);
+        assert_eq!(c.lease_name, "sigil-operator");
+        assert_eq!(c.log_format, LogFormat::Json);
+        Config::command().debug_assert();
+    }
+
+    #[test]
+    fn lease_namespace_and_identity_fall_back_in_order() {
+        let env = |k: &str| match k {
+            "POD_NAMESPACE" => Some("sigil-system".to_owned()),
+            "POD_NAME" => Some("sigil-operator-abc".to_owned()),
+            _ => None,
+        };
+        let c = parse(&["--namespace", "team"]).expect("parse");
+        let lease = c.lease(env).expect("lease").expect("enabled");
+        assert_eq!((lease.namespace.as_str(), lease.identity.as_str()), ("sigil-system", "sigil-operator-abc"));
+        let lease = c.lease(|_| None::<String>);
+        assert!(lease.is_err(), "no identity anywhere");
+        let c = parse(&["--namespace", "team", "--identity", "me"]).expect("parse");
+        assert_eq!(c.lease(|_| None).expect("lease").expect("enabled").namespace, "team");
+        let c = parse(&["--identity", "me"]).expect("parse");
+        assert!(c.lease(|_| None).expect_err("no namespace").contains("--lease-namespace"));
+        let c = parse(&["--leader-election", "false"]).expect("parse");
+        assert_eq!(c.lease(|_| None), Ok(None));
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_flag_named() {
+        let err = parse(&["--admin-listen", "nope"]).expect_err("bad address").to_string();
+        assert!(err.contains("--admin-listen"), "{err}");
+        assert!(parse(&["--leader-election", "maybe"]).is_err());
+        assert!(parse(&["--log-format", "xml"]).is_err());
+        assert!(matches!(parse(&["crd"]).expect("crd").command, Some(Command::Crd)));
+    }
+}

@@ -1,0 +1,135 @@
+//! Wiring: the kube `Controller` with its watches, the admin server, leader
+//! election and shutdown.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::Client;
+use kube::api::{Api, ListParams};
+use kube::runtime::controller::{Config as ControllerConfig, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::watcher;
+use prometheus_client::registry::Registry;
+use sigil_api::contract::{MANAGED_BY, managed_selector};
+use sigil_api::signing_key::SigningKey;
+use sigil_runtime::admin::{self, Readiness};
+use tokio::net::TcpListener;
+use tracing::{debug, info, warn};
+
+use crate::config::LeaseConfig;
+use crate::leader::Elector;
+use crate::metrics::{Metrics, StatusCollector};
+use crate::reconcile::{Context, error_policy, reconcile, wall_clock};
+
+/// Why the operator stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Fatal {
+    #[error("cannot reach the Kubernetes API: {0}")]
+    Connect(kube::Error),
+    #[error(
+        "the SigningKey CRD is not installed (or not readable): {0}; install it with `sigil-operator crd | kubectl apply -f -`"
+    )]
+    Crd(kube::Error),
+    #[error("admin server: {0}")]
+    Admin(std::io::Error),
+    #[error(transparent)]
+    Lease(#[from] crate::error::Error),
+}
+
+pub struct Options {
+    pub namespace: Option<String>,
+    pub lease: Option<LeaseConfig>,
+    pub admin: TcpListener,
+}
+
+pub async fn run(opts: Options) -> Result<(), Fatal> {
+    let client = Client::try_default().await.map_err(Fatal::Connect)?;
+    let api = |c: &Client| match &opts.namespace {
+        Some(ns) => (Api::namespaced(c.clone(), ns), Api::namespaced(c.clone(), ns), Api::namespaced(c.clone(), ns)),
+        None => (Api::all(c.clone()), Api::all(c.clone()), Api::all(c.clone())),
+    };
+    let (signing_keys, secrets, config_maps): (Api<SigningKey>, Api<Secret>, Api<ConfigMap>) = api(&client);
+    // Fail fast with a clear message instead of a watch that retries forever.
+    signing_keys.list(&ListParams::default().limit(1)).await.map_err(Fatal::Crd)?;
+
+    let metrics = Metrics::default();
+    let ready = Readiness::new();
+    let owned = watcher::Config::default().labels(&managed_selector());
+    let controller = Controller::new(signing_keys, watcher::Config::default())
+        // Only the objects we manage; a foreign Secret is never even cached.
+        .owns(secrets, owned.clone())
+        .owns(config_maps, owned)
+        .with_config(ControllerConfig::default().concurrency(16));
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+    registry.register_collector(Box::new(StatusCollector { store: controller.store() }));
+
+    let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let admin = tokio::spawn(admin::serve(opts.admin, Arc::new(registry), ready.clone(), async {
+        let _ = admin_stopped.await;
+    }));
+    // Ready means connected to the API with the CRD in place; a standby
+    // replica is ready too, so a rollout of two replicas can finish.
+    ready.set(true);
+
+    let mut elector = opts.lease.map(|lease| Elector::new(client.clone(), lease));
+    let shutdown = sigil_runtime::shutdown::signal();
+    tokio::pin!(shutdown);
+    if let Some(elector) = elector.as_mut() {
+        tokio::select! {
+            acquired = elector.acquire() => acquired?,
+            () = &mut shutdown => return stop(admin, stop_admin).await,
+        }
+    }
+
+    let reporter = Reporter { controller: MANAGED_BY.to_owned(), instance: std::env::var("POD_NAME").ok() };
+    let ctx = Arc::new(Context { recorder: Recorder::new(client.clone(), reporter), client, metrics, now: wall_clock });
+    let (stop_controller, controller_stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = controller
+        .graceful_shutdown_on(async {
+            let _ = controller_stopped.await;
+        })
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((obj, _)) => debug!(signing_key = %obj.name, namespace = ?obj.namespace, "reconciled"),
+                Err(error) => warn!(%error, "controller"),
+            }
+        });
+    tokio::pin!(running);
+    info!("operator running");
+
+    let lost = async {
+        match elector.as_mut() {
+            Some(e) => e.hold().await,
+            None => std::future::pending().await,
+        }
+    };
+    let outcome = tokio::select! {
+        () = &mut shutdown => Ok(()),
+        error = lost => Err(Fatal::Lease(error)),
+        () = &mut running => Ok(()),
+    };
+    // Let in-flight reconciles finish their current write before giving up the lease.
+    let _ = stop_controller.send(());
+    running.await;
+    if let Some(elector) = elector.as_mut()
+        && outcome.is_ok()
+    {
+        elector.release().await;
+    }
+    stop(admin, stop_admin).await?;
+    outcome
+}
+
+async fn stop(
+    admin: tokio::task::JoinHandle<std::io::Result<()>>,
+    stop_admin: tokio::sync::oneshot::Sender<()>,
+) -> Result<(), Fatal> {
+    let _ = stop_admin.send(());
+    match admin.await {
+        Ok(result) => result.map_err(Fatal::Admin),
+        Err(_) => Ok(()),
+    }
+}

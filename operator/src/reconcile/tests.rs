@@ -1,0 +1,220 @@
+//! Reconcile against a mock API server: every call's method, path and body.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::runtime::controller::Action;
+use serde_json::{Value, json};
+use sigil_api::contract;
+use sigil_api::signing_key::{SigningKey, SigningKeyStatus};
+
+use super::*;
+use crate::fixtures::{self, NOW};
+
+const SECRET: &str = "/api/v1/namespaces/team/secrets/api-signing-key";
+const CONFIG_MAP: &str = "/api/v1/namespaces/team/configmaps/api-jwks";
+const STATUS: &str = "/apis/sigil.dev/v1alpha1/namespaces/team/signingkeys/api/status";
+
+fn signing_key(spec: Value) -> SigningKey {
+    let mut sk = SigningKey::new("api", serde_json::from_value(spec).expect("spec"));
+    sk.metadata.namespace = Some("team".into());
+    sk.metadata.uid = Some("7d1c0c4e-0000-4000-8000-000000000001".into());
+    sk.metadata.generation = Some(3);
+    sk
+}
+
+fn es256() -> SigningKey {
+    signing_key(json!({"algorithm": "ES256", "rotation": {"every": "1h", "prePublish": "10m", "retain": "30m"}}))
+}
+
+fn b64(value: &Value) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.decode(value.as_str().expect("base64 string")).expect("base64")
+}
+
+fn text(value: &Value) -> String {
+    String::from_utf8(b64(value)).expect("utf-8")
+}
+
+#[tokio::test]
+async fn create_writes_in_the_safe_order_then_reports_ready() {
+    let (ctx, mut api) = fixtures::context();
+    let sk = es256();
+    let server = tokio::spawn(async move {
+        api.expect("GET", SECRET).await.not_found();
+        api.expect("GET", CONFIG_MAP).await.not_found();
+
+        // 1. The private key is persisted as next.pem: nothing can sign with it yet.
+        let call = api.expect_apply(SECRET).await;
+        let body = call.body.clone();
+        assert_eq!((body["apiVersion"].clone(), body["kind"].clone()), (json!("v1"), json!("Secret")));
+        assert_eq!(body["type"], contract::SECRET_TYPE);
+        assert!(body["metadata"].get("resourceVersion").is_none(), "creation has no precondition");
+        assert_eq!(body["metadata"]["labels"], json!(contract::labels("api")));
+        let owner = &body["metadata"]["ownerReferences"][0];
+        assert_eq!((owner["kind"].clone(), owner["controller"].clone()), (json!("SigningKey"), json!(true)));
+        let data = body["data"].as_object().expect("data");
+        assert_eq!(data.keys().collect::<Vec<_>>(), ["next.alg", "next.kid", "next.pem"]);
+        assert!(text(&data["next.pem"]).starts_with("-----BEGIN PRIVATE KEY-----"));
+        let kid = text(&data["next.kid"]);
+        call.stored("1");
+        let event = api.expect_event("team", "KeyGenerated").await;
+        assert_eq!(event["type"], "Normal");
+        assert!(event["note"].as_str().expect("note").contains(&kid));
+        assert_eq!(event["regarding"]["name"], "api");
+
+        // 2. The public key is published, as Next.
+        let call = api.expect_apply(CONFIG_MAP).await;
+        let jwks: Value = serde_json::from_str(call.body["data"]["jwks.json"].as_str().expect("jwks")).expect("json");
+        assert_eq!(jwks["keys"][0]["kid"], kid.as_str());
+        assert_eq!(jwks["keys"][0]["alg"], "ES256");
+        assert!(jwks["keys"][0].get("d").is_none(), "no private parameters");
+        let records = call.body["metadata"]["annotations"][contract::ANNOTATION_KEYS].as_str().expect("records");
+        assert!(records.contains("\"state\":\"Next\""), "{records}");
+        call.stored("2");
+        api.expect_event("team", "KeyPublished").await;
+
+        // 3. Activated, with the version read as precondition.
+        let call = api.expect_apply(SECRET).await;
+        assert_eq!(call.body["metadata"]["resourceVersion"], "1");
+        let data = call.body["data"].as_object().expect("data");
+        assert_eq!(data.keys().collect::<Vec<_>>(), ["alg", "kid", "private.pem"]);
+        assert_eq!(text(&data["kid"]), kid);
+        call.stored("3");
+        api.expect_event("team", "KeyActivated").await;
+
+        // 4. The record says Active.
+        let call = api.expect_apply(CONFIG_MAP).await;
+        assert_eq!(call.body["metadata"]["resourceVersion"], "2");
+        let records = call.body["metadata"]["annotations"][contract::ANNOTATION_KEYS].as_str().expect("records");
+        assert!(records.contains("\"state\":\"Active\""), "{records}");
+        assert!(records.contains(&format!("\"activatedAt\":\"{NOW}\"")), "{records}");
+        call.stored("4");
+
+        // 5. Status, by server-side apply on the subresource.
+        let call = api.expect_apply(STATUS).await;
+        let status = &call.body["status"];
+        assert_eq!(call.body["kind"], "SigningKey");
+        assert_eq!(status["activeKeyId"], kid.as_str());
+        assert_eq!(status["observedGeneration"], 3);
+        assert_eq!(status["conditions"][0]["status"], "True");
+        assert_eq!(status["conditions"][0]["reason"], "KeyActive");
+        assert_eq!(status["nextRotationTime"], "2026-11-01T01:00:00Z");
+        assert!(!status.to_string().contains("PRIVATE"), "{status}");
+        call.stored_status();
+        api.expect_silence().await;
+    });
+    let action = reconcile(Arc::new(sk), ctx.clone()).await.expect("reconcile");
+    server.await.expect("verifier");
+    // Requeued for the successor's generation at :50 (plus the one-second margin).
+    assert_eq!(action, Action::requeue(Duration::from_secs(50 * 60 + 1)));
+}
+
+/// Runs the pure decision to convergence, as reconcile would, to build an
+/// up-to-date cluster.
+fn converged(sk: &SigningKey) -> (Secret, ConfigMap, SigningKeyStatus) {
+    let now: Timestamp = NOW.parse().expect("now");
+    let (mut secret, mut cm): (Option<Secret>, Option<ConfigMap>) = (None, None);
+    let mut fresh = None;
+    loop {
+        let input =
+            Input { signing_key: sk, secret: secret.as_ref(), config_map: cm.as_ref(), fresh_key: fresh.as_ref(), now };
+        match decide::decide(input) {
+            Decision::NeedKey(kind) => fresh = Some(PrivateKey::generate(kind.algorithm, kind.rsa_bits).expect("key")),
+            Decision::Plan(plan) => match plan.write {
+                Some(Write::Secret(mut s)) => {
+                    s.metadata.resource_version = Some("10".into());
+                    secret = Some(s);
+                }
+                Some(Write::ConfigMap(mut c)) => {
+                    c.metadata.resource_version = Some("11".into());
+                    cm = Some(c);
+                }
+                None => return (secret.expect("secret"), cm.expect("cm"), plan.status),
+            },
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_up_to_date_signing_key_is_only_read() {
+    let (ctx, mut api) = fixtures::context();
+    let mut sk = es256();
+    let (secret, cm, status) = converged(&sk);
+    sk.status = Some(status);
+    let server = tokio::spawn(async move {
+        let secret = serde_json::to_value(&secret).expect("json");
+        let cm = serde_json::to_value(&cm).expect("json");
+        api.expect("GET", SECRET).await.respond(http::StatusCode::OK, &secret);
+        api.expect("GET", CONFIG_MAP).await.respond(http::StatusCode::OK, &cm);
+        api.expect_silence().await;
+    });
+    let action = reconcile(Arc::new(sk), ctx).await.expect("reconcile");
+    server.await.expect("no write, no status patch, no event");
+    assert_eq!(action, Action::requeue(Duration::from_secs(50 * 60 + 1)));
+}
+
+#[tokio::test]
+async fn a_foreign_secret_is_only_read_and_reported() {
+    let (ctx, mut api) = fixtures::context();
+    let sk = es256();
+    let server = tokio::spawn(async move {
+        let foreign = json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {"name": "api-signing-key", "namespace": "team", "resourceVersion": "5"},
+            "data": {"password": "aHVudGVyMg=="}});
+        api.expect("GET", SECRET).await.respond(http::StatusCode::OK, &foreign);
+        api.expect("GET", CONFIG_MAP).await.not_found();
+        let call = api.expect_apply(STATUS).await;
+        let condition = &call.body["status"]["conditions"][0];
+        assert_eq!(
+            (condition["status"].clone(), condition["reason"].clone()),
+            (json!("False"), json!("SecretConflict"))
+        );
+        call.stored_status();
+        let event = api.expect_event("team", "Conflict").await;
+        assert_eq!(event["type"], "Warning");
+        assert!(event["note"].as_str().expect("note").contains("api-signing-key"));
+        api.expect_silence().await;
+    });
+    let action = reconcile(Arc::new(sk), ctx.clone()).await.expect("reconcile");
+    server.await.expect("verifier");
+    assert_eq!(action, Action::requeue(decide::CONFLICT_RECHECK + Duration::from_secs(1)));
+    assert_eq!(ctx.metrics.failures("secret_conflict"), 1);
+}
+
+#[tokio::test]
+async fn an_invalid_spec_reads_nothing_and_waits_for_a_change() {
+    let (ctx, mut api) = fixtures::context();
+    let sk = signing_key(json!({"algorithm": "ES256", "keySize": 2048}));
+    let server = tokio::spawn(async move {
+        let call = api.expect_apply(STATUS).await;
+        assert_eq!(call.body["status"]["conditions"][0]["reason"], "InvalidSpec");
+        call.stored_status();
+        api.expect_event("team", "InvalidSpec").await;
+        api.expect_silence().await;
+    });
+    let action = reconcile(Arc::new(sk), ctx.clone()).await.expect("reconcile");
+    server.await.expect("verifier");
+    assert_eq!(action, Action::await_change());
+    assert_eq!(ctx.metrics.failures("invalid_spec"), 1);
+}
+
+#[tokio::test]
+async fn a_write_conflict_is_an_error_for_the_backoff() {
+    let (ctx, mut api) = fixtures::context();
+    let sk = es256();
+    let server = tokio::spawn(async move {
+        api.expect("GET", SECRET).await.not_found();
+        api.expect("GET", CONFIG_MAP).await.not_found();
+        let call = api.expect_apply(SECRET).await;
+        let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict", "code": 409,
+                            "message": "the object has been modified"});
+        call.respond(http::StatusCode::CONFLICT, &status);
+        api.expect_silence().await;
+    });
+    let error = reconcile(Arc::new(sk.clone()), ctx.clone()).await.expect_err("409 fails the reconcile");
+    server.await.expect("verifier");
+    assert_eq!(error.metric_label(), "write_conflict");
+    assert_eq!(error_policy(Arc::new(sk), &error, ctx.clone()), Action::requeue(Duration::from_secs(5)));
+    assert_eq!(ctx.metrics.failures("write_conflict"), 1);
+}

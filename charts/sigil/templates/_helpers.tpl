@@ -1,0 +1,133 @@
+{{/* Names, labels and shared pod settings. */}}
+
+{{- define "sigil.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The prefix of every object name; short enough for "-operator-metrics" to fit 63 characters. */}}
+{{- define "sigil.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 46 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 46 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 46 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "sigil.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/name: {{ include "sigil.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: sigil
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Selector labels of one component; call with (dict "ctx" $ "component" "operator"). */}}
+{{- define "sigil.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "sigil.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "sigil.componentLabels" -}}
+{{ include "sigil.labels" .ctx }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "sigil.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* Operator */}}
+
+{{- define "sigil.operator.fullname" -}}
+{{- printf "%s-operator" (include "sigil.fullname" .) }}
+{{- end }}
+
+{{- define "sigil.operator.serviceAccountName" -}}
+{{- default (include "sigil.operator.fullname" .) .Values.operator.serviceAccount.name }}
+{{- end }}
+
+{{- define "sigil.operator.leaseName" -}}
+{{- default (include "sigil.operator.fullname" .) .Values.operator.leaderElection.leaseName }}
+{{- end }}
+
+{{/* The namespace the operator reconciles in namespace mode. */}}
+{{- define "sigil.operator.watchNamespace" -}}
+{{- default .Release.Namespace .Values.operator.watchNamespace }}
+{{- end }}
+
+{{- define "sigil.operator.leaderElection" -}}
+{{- if and (gt (int .Values.operator.replicas) 1) (not .Values.operator.leaderElection.enabled) }}
+{{- fail "operator.replicas > 1 needs operator.leaderElection.enabled=true: two operators reconciling at once could both generate a first key" }}
+{{- end }}
+{{- .Values.operator.leaderElection.enabled }}
+{{- end }}
+
+{{/* Issuer */}}
+
+{{- define "sigil.issuer.fullname" -}}
+{{- printf "%s-issuer" (include "sigil.fullname" .) }}
+{{- end }}
+
+{{- define "sigil.issuer.url" -}}
+{{- default (printf "http://%s.%s.svc" (include "sigil.issuer.fullname" .) .Release.Namespace) .Values.issuer.url }}
+{{- end }}
+
+{{- define "sigil.issuer.signingKeyName" -}}
+{{- default (include "sigil.issuer.fullname" .) .Values.issuer.signingKey.name }}
+{{- end }}
+
+{{/* Default object names per docs/contract.md. */}}
+{{- define "sigil.issuer.secretName" -}}
+{{- default (printf "%s-signing-key" (include "sigil.issuer.signingKeyName" .)) .Values.issuer.signingKey.secretName }}
+{{- end }}
+
+{{- define "sigil.issuer.jwksConfigMapName" -}}
+{{- default (printf "%s-jwks" (include "sigil.issuer.signingKeyName" .)) .Values.issuer.signingKey.jwksConfigMapName }}
+{{- end }}
+
+{{- define "sigil.issuer.clientsSecretName" -}}
+{{- default (printf "%s-clients" (include "sigil.issuer.fullname" .)) .Values.issuer.clients.existingSecret }}
+{{- end }}
+
+{{/* The pod-level settings both Deployments share; call with (dict "ctx" $ "values" .Values.operator). */}}
+{{- define "sigil.podScheduling" -}}
+{{- with .ctx.Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .values.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- with .values.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .values.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .values.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .values.topologySpreadConstraints }}
+topologySpreadConstraints:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+securityContext:
+  {{- toYaml .ctx.Values.podSecurityContext | nindent 2 }}
+{{- end }}

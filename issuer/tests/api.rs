@@ -191,7 +191,9 @@ async fn unknown_client_and_wrong_secret_get_the_same_answer() {
 async fn every_malformed_request_is_an_rfc_6749_error() {
     let h = Harness::new(Algorithm::ES256);
     let svc = Some(("svc", "svc-secret"));
-    let cases: &[(&str, Option<(&str, &str)>, StatusCode, &str)] = &[
+    // (form, Basic credentials, expected status, expected error)
+    type Case<'a> = (&'a str, Option<(&'a str, &'a str)>, StatusCode, &'a str);
+    let cases: &[Case] = &[
         ("", svc, StatusCode::BAD_REQUEST, "invalid_request"),
         ("grant_type=", svc, StatusCode::BAD_REQUEST, "invalid_request"),
         ("grant_type=authorization_code", svc, StatusCode::BAD_REQUEST, "unsupported_grant_type"),

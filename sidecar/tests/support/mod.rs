@@ -216,10 +216,22 @@ impl Sidecar {
     }
 }
 
+/// A sidecar verifying with a mounted JWKS file holding `jwks`.
 pub async fn sidecar(upstream: SocketAddr, jwks: &str, extra: &[&str]) -> Sidecar {
     let dir = tempfile::tempdir().expect("tempdir");
     sigil_runtime::volume::write_atomically(dir.path(), &[("jwks.json", jwks.as_bytes())]).expect("write");
     let jwks_file = dir.path().join("jwks.json").display().to_string();
+    let mut args = vec!["--jwks-file", &jwks_file];
+    args.extend_from_slice(extra);
+    start(upstream, dir, &args).await
+}
+
+/// A sidecar with only the flags given (plus listen, upstream, issuer, audience).
+pub async fn sidecar_with(upstream: SocketAddr, extra: &[&str]) -> Sidecar {
+    start(upstream, tempfile::tempdir().expect("tempdir"), extra).await
+}
+
+async fn start(upstream: SocketAddr, dir: tempfile::TempDir, extra: &[&str]) -> Sidecar {
     let upstream = format!("http://{upstream}");
     let mut args = vec![
         "sigil-sidecar",
@@ -233,8 +245,6 @@ pub async fn sidecar(upstream: SocketAddr, jwks: &str, extra: &[&str]) -> Sideca
         ISSUER,
         "--audience",
         AUDIENCE,
-        "--jwks-file",
-        &jwks_file,
     ];
     args.extend_from_slice(extra);
     let config = Args::try_parse_from(args).expect("args").into_config().expect("config");

@@ -125,6 +125,12 @@ pub fn decide(input: Input<'_>) -> Decision {
     let sk = input.signing_key;
     let name = sk.name_any();
     let uid = sk.uid().unwrap_or_default();
+    if sk.metadata.deletion_timestamp.is_some() {
+        // The garbage collector is removing our objects; recreating them
+        // would race it and mint keys for a SigningKey that is going away.
+        let status = sk.status.clone().unwrap_or_default();
+        return Decision::from(Plan { write: None, status, events: vec![], requeue_at: None });
+    }
     let spec = match sk.spec.validate(&name) {
         Ok(spec) => spec,
         Err(e) => {

@@ -708,3 +708,16 @@ fn invariants_hold_across_many_rotations_and_extra_reconciles() {
     assert!(activations >= 6, "{activations} activations in 6.5h of hourly rotation");
     assert_eq!(w.ready(), ready_true());
 }
+
+#[test]
+fn a_signing_key_being_deleted_is_left_to_the_garbage_collector() {
+    let mut w = World::new(spec(serde_json::json!({})));
+    w.reconcile();
+    // Foreground deletion: the collector removed the Secret first.
+    w.sk.metadata.deletion_timestamp = Some(Time(at(1)));
+    w.secret = None;
+    w.now = at(1);
+    let plan = w.reconcile();
+    assert!(w.secret.is_none(), "no key is minted for a SigningKey that is going away");
+    assert_eq!((plan.requeue_at, plan.events.len()), (None, 0));
+}

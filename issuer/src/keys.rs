@@ -189,6 +189,9 @@ pub struct Keys {
     key_dir: PathBuf,
     jwks_file: PathBuf,
     state: ArcSwap<KeyState>,
+    /// The key-dir and JWKS watchers may both fire for one rotation; one
+    /// reload at a time, so an older read never overwrites a newer one.
+    reloading: std::sync::Mutex<()>,
 }
 
 impl Keys {
@@ -203,6 +206,7 @@ impl Keys {
             key_dir: key_dir.to_path_buf(),
             jwks_file: jwks_file.to_path_buf(),
             state: ArcSwap::from_pointee(state),
+            reloading: std::sync::Mutex::new(()),
         })
     }
 
@@ -210,20 +214,31 @@ impl Keys {
         self.state.load_full()
     }
 
-    /// Re-reads both volumes. On any error the current state stays in place.
+    /// Re-reads both volumes. A broken JWKS keeps the current state. A broken
+    /// key directory keeps the current signer, but a valid new JWKS is still
+    /// taken, so a key the JWKS withdraws stops being used either way.
     pub fn reload(&self) -> Result<ReloadOutcome> {
-        let secret = read_secret(&self.key_dir)?;
+        let _one_at_a_time = self.reloading.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let jwks = read_jwks(&self.jwks_file)?;
         let old = self.state.load_full();
         let jwks_changed = jwks.bytes != old.jwks.bytes;
         let jwks = if jwks_changed { Arc::new(jwks) } else { old.jwks.clone() };
-        let new = decide(secret, jwks, old.signer.as_ref());
+        let (new, secret_error) = match read_secret(&self.key_dir) {
+            Ok(secret) => (decide(secret, jwks, old.signer.as_ref()), None),
+            Err(e) => {
+                let signer = old.signer.clone().filter(|s| jwks.publishes(s.kid()));
+                (KeyState { signer, jwks, secret_kid: old.secret_kid.clone() }, Some(e))
+            }
+        };
         let signer_changed = new.signer.as_ref().map(|s| s.kid()) != old.signer.as_ref().map(|s| s.kid());
         if signer_changed || jwks_changed || new.secret_kid != old.secret_kid {
             log_state(&new);
         }
         self.state.store(Arc::new(new));
-        Ok(ReloadOutcome { signer_changed, jwks_changed })
+        match secret_error {
+            Some(e) => Err(e),
+            None => Ok(ReloadOutcome { signer_changed, jwks_changed }),
+        }
     }
 }
 
@@ -239,7 +254,7 @@ fn log_state(state: &KeyState) {
         ),
         None => tracing::warn!(
             secret_kid = %state.secret_kid,
-            "the Secret's key is not in the JWKS and no published key was loaded before; not ready"
+            "no loaded key is in the JWKS; not ready and refusing to sign"
         ),
     }
 }

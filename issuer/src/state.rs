@@ -33,6 +33,7 @@ pub struct AppState {
     clients_file: PathBuf,
     clients: ArcSwap<Registry>,
     generation: AtomicU64,
+    reloading_clients: std::sync::Mutex<()>,
 }
 
 impl AppState {
@@ -62,6 +63,7 @@ impl AppState {
             clients_file: config.clients_file.clone(),
             clients: ArcSwap::from_pointee(clients),
             generation: AtomicU64::new(0),
+            reloading_clients: std::sync::Mutex::new(()),
         };
         state.observe_keys(&state.keys.current());
         Ok(state)
@@ -85,6 +87,7 @@ impl AppState {
 
     /// Re-reads the clients file; on error the old clients stay.
     pub fn reload_clients(&self) -> Result<()> {
+        let _one_at_a_time = self.reloading_clients.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
         let result = Registry::load(&self.clients_file, generation);
         self.metrics.reload("clients", result.is_ok());

@@ -492,6 +492,18 @@ async fn bad_key_material_on_reload_keeps_the_current_key() {
     let reply = h.token("grant_type=client_credentials", Some(("svc", "svc-secret"))).await;
     assert_eq!(reply.status, StatusCode::OK);
 
+    // While the key directory stays broken, a JWKS change still applies: a
+    // withdrawn key is not used any more.
+    support::write_jwks(&h.fixture.jwks_dir(), &[&support::key(Algorithm::ES256)]);
+    h.state.reload_keys().expect_err("key directory still broken");
+    let reply = h.token("grant_type=client_credentials", Some(("svc", "svc-secret"))).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    // Repaired: back in service.
+    support::write_jwks(&h.fixture.jwks_dir(), &[&h.fixture.key]);
+    support::write_secret(&h.fixture.key_dir(), &h.fixture.key, None);
+    h.state.reload_keys().expect("repaired");
+    assert!(h.state.readiness.is_ready());
+
     // A broken clients file is refused the same way.
     support::write_clients(&h.fixture.clients_file(), "clients:\n- id: x\n");
     let err = h.state.reload_clients().expect_err("bad clients").to_string();

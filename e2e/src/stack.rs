@@ -223,7 +223,13 @@ fn start_operator(kubeconfig: &std::path::Path, logs: &std::path::Path) -> Proc 
     Proc::start(
         "operator",
         &binary("sigil-operator", "sigil-operator"),
-        &args(&[("--admin-listen", format!("127.0.0.1:{admin_port}")), ("--log-format", "text".to_owned())]),
+        // One operator at a time here, so no Lease: a restarted operator must
+        // not wait for its predecessor's Lease to expire.
+        &args(&[
+            ("--admin-listen", format!("127.0.0.1:{admin_port}")),
+            ("--leader-election", "false".to_owned()),
+            ("--log-format", "text".to_owned()),
+        ]),
         &[("KUBECONFIG", &kubeconfig.display().to_string())],
         logs,
     )

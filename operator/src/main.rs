@@ -25,12 +25,15 @@ async fn main() -> ExitCode {
         print!("{}", sigil_api::signing_key::crd_yaml());
         return ExitCode::SUCCESS;
     }
-    sigil_runtime::telemetry::init(config.log_format);
     // Every configuration error is reported before a port is bound.
-    let lease = match config.lease(|k| std::env::var(k).ok()) {
+    let lease = match config.lease(env) {
         Ok(lease) => lease,
-        Err(message) => return fail(&message),
+        Err(message) => {
+            eprintln!("sigil-operator: {message}");
+            return ExitCode::from(2);
+        }
     };
+    sigil_runtime::telemetry::init(config.log_format);
     let admin = match tokio::net::TcpListener::bind(config.admin_listen).await {
         Ok(listener) => listener,
         Err(e) => return fail(&format!("cannot listen on {}: {e}", config.admin_listen)),
@@ -44,6 +47,13 @@ async fn main() -> ExitCode {
 
 fn fail(message: &str) -> ExitCode {
     tracing::error!("{message}");
-    eprintln!("sigil-operator: {message}");
     ExitCode::FAILURE
+}
+
+/// The environment, with the kernel's host name when $HOSTNAME is not exported.
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().or_else(|| match name {
+        "HOSTNAME" => std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_owned()),
+        _ => None,
+    })
 }

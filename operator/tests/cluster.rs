@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -60,7 +61,7 @@ impl ControlPlane {
 
 impl Drop for ControlPlane {
     fn drop(&mut self) {
-        // Keep the logs of a failed run (the operator's is logs/operator.log).
+        // Keep the logs of a failed run (the operators' are logs/operator-*.log).
         let keep = std::thread::panicking();
         let mut down = Command::new(self.repo.join("hack/control-plane"));
         down.args(["down", self.dir.to_str().unwrap_or_default()]);
@@ -80,11 +81,11 @@ struct Operator {
 }
 
 impl Operator {
-    fn start(cluster: &ControlPlane) -> Operator {
-        let log = std::fs::File::create(cluster.dir.join("logs/operator.log")).expect("operator log");
+    fn start(cluster: &ControlPlane, identity: &str) -> Operator {
+        let log = std::fs::File::create(cluster.dir.join(format!("logs/operator-{identity}.log"))).expect("log");
         let admin = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port");
         let child = Command::new(env!("CARGO_BIN_EXE_sigil-operator"))
-            .args(["--namespace", NS, "--lease-namespace", NS, "--identity", "it", "--log-format", "text"])
+            .args(["--namespace", NS, "--lease-namespace", NS, "--identity", identity, "--log-format", "text"])
             .args(["--admin-listen", &admin.to_string()])
             .env("KUBECONFIG", cluster.kubeconfig())
             .env("RUST_LOG", "info,kube=warn")
@@ -100,6 +101,22 @@ impl Drop for Operator {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl Operator {
+    /// SIGTERM, as the kubelet sends, and the exit status within `limit`.
+    fn terminate(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(start.elapsed() < limit, "operator did not exit within {limit:?} of SIGTERM");
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 }
 
@@ -193,7 +210,7 @@ async fn operator_against_a_real_api_server() {
     let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": NS}})).expect("ns");
     namespaces.create(&PostParams::default(), &ns).await.expect("namespace");
 
-    let operator = Operator::start(&cluster);
+    let operator = Operator::start(&cluster, "a");
     let signing_keys: Api<SigningKey> = Api::namespaced(client.clone(), NS);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), NS);
@@ -306,5 +323,35 @@ async fn operator_against_a_real_api_server() {
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(secrets.get_opt("api-signing-key").await.expect("get").is_none(), "keys minted during deletion");
-    drop(operator);
+
+    // --- Leader election: a second replica waits, and takes over when the first shuts down.
+    let mut operator = operator;
+    let standby = Operator::start(&cluster, "b");
+    let leases: Api<Lease> = Api::namespaced(client.clone(), NS);
+    let holder = |lease: &Lease| lease.spec.as_ref().and_then(|s| s.holder_identity.clone());
+    wait_for("the standby to be ready", Duration::from_secs(15), || async {
+        let ok = tokio::net::TcpStream::connect(standby.admin).await.is_ok();
+        (ok && http_get(standby.admin, "/readyz").await.starts_with("HTTP/1.1 200")).then_some(())
+    })
+    .await;
+    assert_eq!(holder(&leases.get("sigil-operator").await.expect("lease")).as_deref(), Some("a"));
+    let exit = operator.terminate(Duration::from_secs(15));
+    assert!(exit.success(), "graceful shutdown exits 0, got {exit}");
+    let lease = wait_for("the standby to take the lease", Duration::from_secs(15), || async {
+        let lease = leases.get("sigil-operator").await.ok()?;
+        (holder(&lease).as_deref() == Some("b")).then_some(lease)
+    })
+    .await;
+    assert!(lease.spec.and_then(|s| s.lease_transitions).unwrap_or(0) >= 1);
+    signing_keys
+        .create(&PostParams::default(), &signing_key("after", json!({"algorithm": "ES256"})))
+        .await
+        .expect("create");
+    wait_for("the new leader to make SigningKey after Ready", Duration::from_secs(20), || async {
+        let sk = signing_keys.get("after").await.ok()?;
+        (ready_reason(&sk)? == ("True".into(), "KeyActive".into())).then_some(())
+    })
+    .await;
+    eprintln!("standby took over and reconciled");
+    drop(standby);
 }

@@ -98,6 +98,50 @@ impl ControlPlane {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// A kubeconfig for the operator's own identity: the chart's ServiceAccount
+    /// and RBAC (cluster scope, no leader election), with a TokenRequest token.
+    /// Running the operator with it, not as admin, makes a missing permission
+    /// in the chart fail the tests.
+    pub fn operator_kubeconfig(&self) -> PathBuf {
+        static KUBECONFIG: OnceLock<PathBuf> = OnceLock::new();
+        KUBECONFIG
+            .get_or_init(|| {
+                let ns = "sigil-system";
+                let _ = self.kubectl(&["create", "namespace", ns]);
+                let chart = repo_root().join("charts").join("sigil");
+                let out = Command::new(&self.helm)
+                    .args(["template", "sigil", &chart.to_string_lossy(), "--namespace", ns])
+                    .args(["--set", "issuer.enabled=false", "--set", "operator.leaderElection.enabled=false"])
+                    .args(["--show-only", "templates/operator/serviceaccount.yaml"])
+                    .args(["--show-only", "templates/operator/rbac.yaml"])
+                    .output()
+                    .expect("helm runs");
+                assert!(out.status.success(), "helm template failed: {}", String::from_utf8_lossy(&out.stderr));
+                let rendered = String::from_utf8(out.stdout).expect("utf-8");
+                let manifest = self.dir.join("operator-rbac.yaml");
+                std::fs::write(&manifest, &rendered).expect("write RBAC manifest");
+                self.kubectl_ok(&["apply", "-n", ns, "-f", &manifest.to_string_lossy()]);
+                let account = rendered
+                    .split("\n---")
+                    .filter_map(|doc| serde_yaml::from_str::<serde_json::Value>(doc).ok())
+                    .find(|doc| doc["kind"] == "ServiceAccount")
+                    .and_then(|doc| doc["metadata"]["name"].as_str().map(str::to_owned))
+                    .expect("the chart renders the operator's ServiceAccount");
+                let token = self.kubectl_ok(&["create", "token", &account, "-n", ns, "--duration=24h"]);
+                let mut config = Kubeconfig::read_from(&self.kubeconfig).expect("admin kubeconfig");
+                for named in &mut config.auth_infos {
+                    named.auth_info = Some(kube::config::AuthInfo {
+                        token: Some(token.trim().to_owned().into()),
+                        ..Default::default()
+                    });
+                }
+                let path = self.dir.join("operator.kubeconfig");
+                std::fs::write(&path, serde_yaml::to_string(&config).expect("kubeconfig YAML")).expect("write");
+                path
+            })
+            .clone()
+    }
+
     /// Creates a fresh namespace named after `prefix`.
     pub fn namespace(&self, prefix: &str) -> String {
         static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);

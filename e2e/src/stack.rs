@@ -72,7 +72,7 @@ impl Stack {
         let logs = dir.join("logs");
         std::fs::create_dir_all(&logs).expect("stack dir");
         let client = cp.client().await;
-        let kubeconfig = cp.kubeconfig.clone();
+        let kubeconfig = cp.operator_kubeconfig();
 
         let operator = start_operator(&kubeconfig, &logs);
         let keys: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &signing_key_resource());

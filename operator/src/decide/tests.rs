@@ -721,3 +721,18 @@ fn a_signing_key_being_deleted_is_left_to_the_garbage_collector() {
     assert!(w.secret.is_none(), "no key is minted for a SigningKey that is going away");
     assert_eq!((plan.requeue_at, plan.events.len()), (None, 0));
 }
+
+#[test]
+fn a_spec_change_during_pre_publication_replaces_the_unused_next_key() {
+    let mut w = World::new(spec(serde_json::json!({})));
+    w.run_until(at(52));
+    let old_next = w.next().expect("pre-published ES256 key");
+    w.sk.spec.algorithm = sigil_api::Algorithm::EdDSA;
+    let plan = w.reconcile();
+    let next = w.slots().next.expect("replacement");
+    assert_eq!(next.algorithm(), sigil_api::Algorithm::EdDSA);
+    assert!(!w.jwks().contains(&old_next), "the never-used key is withdrawn");
+    assert_eq!(plan.requeue_at, Some(at(62)), "the replacement gets its full prePublish");
+    w.run_until(at(62));
+    assert_eq!(w.slots().active.map(|k| k.algorithm()), Some(sigil_api::Algorithm::EdDSA));
+}

@@ -736,3 +736,19 @@ fn a_spec_change_during_pre_publication_replaces_the_unused_next_key() {
     w.run_until(at(62));
     assert_eq!(w.slots().active.map(|k| k.algorithm()), Some(sigil_api::Algorithm::EdDSA));
 }
+
+#[test]
+fn labels_removed_by_someone_are_restored_without_touching_keys() {
+    let mut w = World::new(spec(serde_json::json!({})));
+    w.reconcile();
+    let before = w.secret.clone().expect("secret");
+    let mut stripped = before.clone();
+    stripped.metadata.labels = None;
+    w.secret = Some(stripped);
+    let writes = w.writes;
+    w.reconcile();
+    assert_eq!(w.writes, writes + 1);
+    let after = w.secret.clone().expect("secret");
+    assert_eq!(after.metadata.labels, before.metadata.labels);
+    assert_eq!(after.data, before.data, "the keys are unchanged");
+}

@@ -20,8 +20,15 @@ use zeroize::Zeroizing;
 use crate::auth_cache::AuthCache;
 use crate::clients::{Client, Registry, User};
 use crate::metrics::Metrics;
-use crate::password::{self, SecretHash};
+use crate::password::SecretHash;
 use crate::rate_limit::{RateLimiter, source_key};
+
+/// What unknown ids are verified against, so they cost one Argon2 run like a
+/// known id with a wrong secret. It need not be secret: an unknown id never
+/// authenticates whatever the result. Same parameters as `hash-secret` uses
+/// (hash of 32 random bytes, discarded).
+const DUMMY_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$bEDLFXmOJAFL6LtS2WFbXA$+zbnSqDJfYe18y4Lck+EJnWeei2/phi+VTGADgNMIp0";
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum AuthError {
@@ -67,9 +74,7 @@ impl Authenticator {
         metrics: Metrics,
     ) -> Result<Authenticator, String> {
         let cache = AuthCache::new(cache_ttl, cache_size).map_err(|_| "no randomness for the cache key".to_owned())?;
-        let mut random = [0u8; 32];
-        aws_lc_rs::rand::fill(&mut random).map_err(|_| "no randomness for the dummy hash".to_owned())?;
-        let dummy = password::hash(&random)?;
+        let dummy = SecretHash::parse(DUMMY_HASH)?;
         let cores = std::thread::available_parallelism().map(usize::from).unwrap_or(2);
         Ok(Authenticator {
             cache,
@@ -149,5 +154,19 @@ impl Authenticator {
         self.limiter.record_failure(&id_key, now);
         self.limiter.record_failure(&ip_key, now);
         Err(AuthError::Invalid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Unknown ids must cost what known ones cost: same algorithm and parameters.
+    #[test]
+    fn the_dummy_hash_has_the_parameters_new_hashes_get() {
+        let params = |phc: &str| phc.rsplitn(3, '$').nth(2).map(str::to_owned);
+        let fresh = crate::password::hash(b"x").expect("hash");
+        assert_eq!(params(DUMMY_HASH), params(fresh.as_str()));
+        assert!(SecretHash::parse(DUMMY_HASH).is_ok());
     }
 }

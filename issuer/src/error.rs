@@ -22,6 +22,9 @@ pub enum Error {
     Clients { path: PathBuf, reason: String },
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
+    /// Bad input to a subcommand.
+    #[error("{0}")]
+    Input(String),
     #[error("{what}: {source}")]
     Io { what: &'static str, source: std::io::Error },
 }
@@ -35,7 +38,7 @@ impl Error {
     /// A short, bounded label for metrics.
     pub fn metric_label(&self) -> &'static str {
         match self {
-            Error::Config(_) => "config",
+            Error::Config(_) | Error::Input(_) => "config",
             Error::File { .. } | Error::Io { .. } => "io",
             Error::Keys { .. } => "key_material",
             Error::Jwks { .. } => "jwks",

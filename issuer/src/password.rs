@@ -49,6 +49,32 @@ pub fn hash(secret: &[u8]) -> Result<SecretHash, String> {
     Ok(SecretHash(phc.serialize()))
 }
 
+/// Hashes what a user piped in: one trailing newline (`echo`) is not part of
+/// the secret; an empty secret is refused.
+pub fn hash_input(input: &[u8]) -> Result<SecretHash, String> {
+    let secret = input.strip_suffix(b"\n").unwrap_or(input);
+    let secret = secret.strip_suffix(b"\r").unwrap_or(secret);
+    if secret.is_empty() {
+        return Err("empty secret on stdin; pipe it in, e.g. printf %s \"$SECRET\" | sigil-issuer hash-secret".into());
+    }
+    hash(secret)
+}
+
+/// A hash with tiny parameters, so tests do not spend a second per hash in
+/// debug builds. Verification reads the parameters from the hash itself.
+#[cfg(test)]
+pub(crate) fn test_hash(secret: &[u8]) -> SecretHash {
+    let params = Params::new(1024, 1, 1, None).expect("params");
+    let salt = SaltString::encode_b64(b"0123456789abcdef").expect("salt");
+    let phc = argon2::password_hash::PasswordHasher::hash_password(
+        &Argon2::new(Algorithm::Argon2id, Version::V0x13, params),
+        secret,
+        &salt,
+    )
+    .expect("hash");
+    SecretHash(phc.serialize())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -62,6 +88,14 @@ mod tests {
         let again = SecretHash::parse(h.as_str()).expect("round trip");
         assert!(again.verify(b"s3cret"));
         assert_ne!(hash(b"s3cret").expect("hash").as_str(), h.as_str(), "salts are random");
+    }
+
+    #[test]
+    fn hash_input_drops_one_newline_and_refuses_empty() {
+        assert!(hash_input(b"pw\n").expect("hash").verify(b"pw"));
+        assert!(hash_input(b"pw\r\n").expect("hash").verify(b"pw"));
+        assert!(hash_input(b"pw\n\n").expect("hash").verify(b"pw\n"));
+        assert!(hash_input(b"\n").expect_err("empty").contains("empty secret"));
     }
 
     #[test]

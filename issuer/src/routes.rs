@@ -25,6 +25,8 @@ use crate::token::{self, Grant};
 
 /// Token requests are a handful of short parameters; anything bigger is not one.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
+/// A client trickling its body holds a connection and a task; cut it off.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub fn app(state: Arc<AppState>) -> Router {
     Router::new()
@@ -55,7 +57,10 @@ async fn issue(state: &AppState, request: Request) -> Result<Response, OAuthErro
     if !is_form(&parts.headers) {
         return Err(OAuthError::InvalidRequest("Content-Type must be application/x-www-form-urlencoded"));
     }
-    let body = axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|_| OAuthError::PayloadTooLarge)?;
+    let body = tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_BODY_BYTES))
+        .await
+        .map_err(|_| OAuthError::InvalidRequest("request body not received in time"))?
+        .map_err(|_| OAuthError::PayloadTooLarge)?;
     let params = Params::parse(&body)?;
 
     let grant = match params.get("grant_type") {

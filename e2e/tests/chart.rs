@@ -658,23 +658,12 @@ async fn the_examples_apply_in_a_restricted_namespace() {
 // ---------------------------------------------------------------------------
 // The binaries accept the command lines the chart and the examples give them.
 
-/// A container's command line from a rendered manifest, with listen
-/// addresses moved to an ephemeral loopback port and fieldRef env values
+/// A container's command, arguments and environment, with fieldRef values
 /// filled in as the kubelet would.
 fn command_line(container: &Value) -> (String, Vec<String>, Vec<(String, String)>) {
     let command = container["command"][0].as_str().expect("command").to_owned();
-    let args = container["args"]
-        .as_array()
-        .expect("args")
-        .iter()
-        .map(|a| {
-            let a = a.as_str().expect("arg");
-            match a.split_once("=0.0.0.0:") {
-                Some((flag, _)) => format!("{flag}=127.0.0.1:0"),
-                None => a.to_owned(),
-            }
-        })
-        .collect();
+    let args =
+        container["args"].as_array().expect("args").iter().map(|a| a.as_str().expect("arg").to_owned()).collect();
     let env = container["env"]
         .as_array()
         .map(|env| {
@@ -735,6 +724,14 @@ fn the_binaries_accept_the_flags_the_chart_and_the_examples_pass() {
     let mut seen = BTreeSet::new();
     for container in &containers {
         let (command, args, env) = command_line(container);
+        // Listen on an ephemeral loopback port instead of 0.0.0.0.
+        let args: Vec<String> = args
+            .iter()
+            .map(|a| match a.split_once("=0.0.0.0:") {
+                Some((flag, _)) => format!("{flag}=127.0.0.1:0"),
+                None => a.clone(),
+            })
+            .collect();
         let name = command.rsplit('/').next().expect("binary name").to_owned();
         let package = name.clone();
         let program = binary(&package, &name);
@@ -757,4 +754,132 @@ fn the_binaries_accept_the_flags_the_chart_and_the_examples_pass() {
         seen.insert(name);
     }
     assert_eq!(seen, set(&["sigil-issuer".into(), "sigil-operator".into(), "sigil-sidecar".into()]));
+}
+
+// ---------------------------------------------------------------------------
+// The kind demo, minus Kubernetes: the same command lines and files as local
+// processes.
+
+/// `args` with every `0.0.0.0:PORT` listen address moved to a free loopback
+/// port (returned per flag) and every `/etc/sigil/` path moved under `root`.
+fn localize(args: &[String], root: &Path) -> (Vec<String>, std::collections::BTreeMap<String, u16>) {
+    let mut ports = std::collections::BTreeMap::new();
+    let args = args
+        .iter()
+        .map(|a| {
+            if let Some((flag, _)) = a.split_once("=0.0.0.0:") {
+                let port = sigil_e2e::process::free_port();
+                ports.insert(flag.to_owned(), port);
+                format!("{flag}=127.0.0.1:{port}")
+            } else {
+                a.replace("/etc/sigil/", &format!("{}/", root.display()))
+            }
+        })
+        .collect();
+    (args, ports)
+}
+
+fn container<'a>(docs: &'a [Value], deployment: &str, name: &str) -> &'a Value {
+    named(docs, "Deployment", deployment)["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .expect("containers")
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no container {name} in {deployment}"))
+}
+
+async fn wait_ready(what: &str, admin_port: u16) {
+    let url = format!("http://127.0.0.1:{admin_port}/readyz");
+    eventually(what, Duration::from_secs(30), || {
+        let url = url.clone();
+        async move { sigil_e2e::http::get(&url, &[]).await.ok().filter(|r| r.status == 200).map(|_| ()) }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_kind_demo_works_with_its_exact_command_lines_and_files_as_local_processes() {
+    use base64::Engine as _;
+    use sigil_e2e::process::{Proc, free_port};
+
+    let cp = ControlPlane::shared();
+    let root = cp.dir.join("kind-demo-local");
+    let logs = root.join("logs");
+    let read = |path: &str| std::fs::read_to_string(repo_root().join(path)).expect("read example");
+
+    // The files the kubelet would mount: the key of examples/signingkey.yaml
+    // laid out as its Secret and ConfigMap (docs/contract.md), and the
+    // clients file of examples/issuer-clients.yaml.
+    let signing_key = documents(&read("examples/signingkey.yaml")).remove(0);
+    let alg: sigil_api::Algorithm = signing_key["spec"]["algorithm"].as_str().expect("alg").parse().expect("alg");
+    let bits = signing_key["spec"]["keySize"].as_u64().map(|b| u32::try_from(b).expect("bits"));
+    let key = sigil_api::keys::PrivateKey::generate(alg, bits).expect("key");
+    let key_dir = root.join("signing-key");
+    std::fs::create_dir_all(&key_dir).expect("key dir");
+    std::fs::write(key_dir.join("private.pem"), key.to_pkcs8_pem().as_bytes()).expect("private.pem");
+    std::fs::write(key_dir.join("kid"), key.kid()).expect("kid");
+    std::fs::write(key_dir.join("alg"), alg.as_str()).expect("alg");
+    std::fs::create_dir_all(root.join("jwks")).expect("jwks dir");
+    let jwks = sigil_api::jwk::JwkSet { keys: vec![key.public_jwk().clone()] };
+    std::fs::write(root.join("jwks/jwks.json"), jwks.to_json()).expect("jwks.json");
+    let clients = documents(&read("examples/issuer-clients.yaml"));
+    let clients = named(&clients, "Secret", "sigil-demo-clients")["stringData"]["clients.yaml"].as_str().expect("text");
+    std::fs::create_dir_all(root.join("clients")).expect("clients dir");
+    std::fs::write(root.join("clients/clients.yaml"), clients).expect("clients.yaml");
+
+    // The issuer exactly as the chart runs it with the demo's values.
+    let chart = render(cp, "sigil", &ci_values("kind-demo-values.yaml"), &[]);
+    let (_, issuer_args, issuer_env) = command_line(container(&chart, "sigil-issuer", "issuer"));
+    let (issuer_args, issuer_ports) = localize(&issuer_args, &root);
+    let env: Vec<(&str, &str)> = issuer_env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let _issuer = Proc::start("issuer", &binary("sigil-issuer", "sigil-issuer"), &issuer_args, &env, &logs);
+
+    // The demo app's two containers exactly as examples/demo-app.yaml runs them.
+    let demo = documents(&read("examples/demo-app.yaml"));
+    let script = named(&demo, "ConfigMap", "demo-app")["data"]["server.py"].as_str().expect("server.py");
+    let app_port = free_port();
+    assert_eq!(script.matches("8080").count(), 1, "the app's port appears once in server.py");
+    std::fs::write(root.join("server.py"), script.replace("8080", &app_port.to_string())).expect("server.py");
+    let app_command: Vec<String> = container(&demo, "demo-app", "app")["command"]
+        .as_array()
+        .expect("command")
+        .iter()
+        .map(|a| a.as_str().expect("arg").replace("/app/", &format!("{}/", root.display())))
+        .collect();
+    let _app = Proc::start("demo-app", Path::new(&app_command[0]), &app_command[1..], &[], &logs);
+    let (_, sidecar_args, _) = command_line(container(&demo, "demo-app", "sigil-sidecar"));
+    let sidecar_args: Vec<String> = sidecar_args
+        .iter()
+        .map(|a| a.replace("--upstream=http://127.0.0.1:8080", &format!("--upstream=http://127.0.0.1:{app_port}")))
+        .collect();
+    let (sidecar_args, sidecar_ports) = localize(&sidecar_args, &root);
+    let _sidecar = Proc::start("sidecar", &binary("sigil-sidecar", "sigil-sidecar"), &sidecar_args, &[], &logs);
+
+    wait_ready("the issuer", issuer_ports["--admin-listen"]).await;
+    wait_ready("the sidecar", sidecar_ports["--admin-listen"]).await;
+
+    // What hack/kind-demo.sh does, against the same credentials.
+    let basic = base64::engine::general_purpose::STANDARD.encode("demo-client:demo-secret-change-me");
+    let token_url = format!("http://127.0.0.1:{}/token", issuer_ports["--listen"]);
+    let reply = sigil_e2e::http::post_form(
+        &token_url,
+        "grant_type=client_credentials",
+        &[("authorization", &format!("Basic {basic}"))],
+    )
+    .await
+    .expect("token request");
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let token = reply.json()["access_token"].as_str().expect("access_token").to_owned();
+    let app = format!("http://127.0.0.1:{}", sidecar_ports["--listen"]);
+    let bearer = format!("Bearer {token}");
+
+    let without = sigil_e2e::http::get(&format!("{app}/hello"), &[]).await.expect("call");
+    assert_eq!(without.status, 401);
+    let with = sigil_e2e::http::get(&format!("{app}/hello"), &[("authorization", &bearer)]).await.expect("call");
+    assert_eq!(with.status, 200, "{}", with.text());
+    let body = with.json();
+    assert_eq!(body["clientId"], "demo-client", "{body}");
+    assert_eq!(body["path"], "/hello");
+    let admin = sigil_e2e::http::get(&format!("{app}/admin"), &[("authorization", &bearer)]).await.expect("call");
+    assert_eq!(admin.status, 403, "the demo client lacks the admin scope");
 }

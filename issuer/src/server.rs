@@ -7,10 +7,18 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
 use prometheus_client::registry::Registry;
 use sigil_runtime::admin::{self, Readiness};
 use sigil_runtime::watch::Changes;
 use tokio::net::TcpListener;
+use tower::ServiceExt as _;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -54,18 +62,61 @@ pub async fn serve(
         shutdown.await;
         let _ = stop_tx.send(true);
     });
-    let app = routes::app(state).into_make_service_with_connect_info::<SocketAddr>();
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(stopped())
-        .await
-        .map_err(|source| Error::Io { what: "serving /token", source });
+    serve_http(listener, routes::app(state), stopped()).await;
     for w in watchers {
         w.abort();
     }
     if let Ok(Err(source)) = admin.await {
         return Err(Error::Io { what: "serving the admin port", source });
     }
-    served
+    Ok(())
+}
+
+/// A client must send its request headers within this time, so slow or idle
+/// connections cannot pile up (axum's own `serve` sets no timeouts).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// In-flight requests get this long to finish after a shutdown signal; the
+/// kubelet's default grace period is 30s.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Serves `app` over HTTP/1.1 and HTTP/2 (h2c) until `shutdown`, then lets
+/// open requests finish. Each request carries its peer address as
+/// `ConnectInfo`, which the rate limiter keys on.
+async fn serve_http(listener: TcpListener, app: Router, shutdown: impl Future<Output = ()>) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // E.g. out of file descriptors: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // Token responses are small; do not let Nagle hold them back.
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(remote));
+            app.clone().oneshot(request.map(Body::new))
+        });
+        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned());
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
+        tracing::warn!("requests still open after the drain timeout; closing them");
+    }
 }
 
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {

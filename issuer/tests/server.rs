@@ -412,3 +412,17 @@ async fn the_binary_serves_and_shuts_down_on_sigterm() {
     assert!(!stderr.contains("svc-secret"));
     assert!(stderr.contains("\"serving\"") || stderr.contains("serving"), "{stderr}");
 }
+
+/// The real server hands the peer address to the rate limiter: failures
+/// under different client ids from one address add up.
+#[tokio::test]
+async fn failures_from_one_address_are_limited_over_real_connections() {
+    let fixture = Fixture::new(Algorithm::ES256);
+    let running = Running::start(&fixture, |c| c.auth_failure_limit = 2).await;
+    let client = client();
+    assert_eq!(post_token(&client, &running.base, "x", "guess").await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(post_token(&client, &running.base, "y", "guess").await.0, StatusCode::UNAUTHORIZED);
+    let (status, body) = post_token(&client, &running.base, "z", "guess").await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    running.stop().await;
+}

@@ -82,7 +82,11 @@ impl Metrics {
             "Client authentications answered from the success cache",
             m.auth_cache_hits.clone(),
         );
-        r.register("reloads", "Reloads of the key, JWKS and clients files, by result", m.reloads.clone());
+        r.register(
+            "reloads",
+            "Reloads of the key, JWKS and clients files, by result (success or the kind of error)",
+            m.reloads.clone(),
+        );
         m
     }
 
@@ -90,8 +94,9 @@ impl Metrics {
         self.token_failures.get_or_create(&ReasonLabels { reason }).inc();
     }
 
-    pub fn reload(&self, source: &'static str, ok: bool) {
-        let result = if ok { "success" } else { "error" };
+    /// Counts a reload by outcome: `success`, or the kind of error.
+    pub fn reload<T>(&self, source: &'static str, result: &crate::Result<T>) {
+        let result = result.as_ref().map_or_else(crate::Error::metric_label, |_| "success");
         self.reloads.get_or_create(&ReloadLabels { source, result }).inc();
     }
 

@@ -80,7 +80,7 @@ impl AppState {
     /// Re-reads the key directory and JWKS file; on error the old keys stay.
     pub fn reload_keys(&self) -> Result<()> {
         let result = self.keys.reload();
-        self.metrics.reload("keys", result.is_ok());
+        self.metrics.reload("keys", &result);
         self.observe_keys(&self.keys.current());
         result.map(|_| ())
     }
@@ -90,7 +90,7 @@ impl AppState {
         let _one_at_a_time = self.reloading_clients.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
         let result = Registry::load(&self.clients_file, generation);
-        self.metrics.reload("clients", result.is_ok());
+        self.metrics.reload("clients", &result);
         let registry = result?;
         let old = self.clients.load();
         if same_clients(&old, &registry) {

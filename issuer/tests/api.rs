@@ -488,7 +488,7 @@ async fn bad_key_material_on_reload_keeps_the_current_key() {
     .expect("write");
     let err = h.state.reload_keys().expect_err("bad key").to_string();
     assert!(err.contains("private.pem"), "{err}");
-    assert!(h.metrics().contains(r#"sigil_issuer_reloads_total{source="keys",result="error"} 1"#));
+    assert!(h.metrics().contains(r#"sigil_issuer_reloads_total{source="keys",result="key_material"} 1"#));
     let reply = h.token("grant_type=client_credentials", Some(("svc", "svc-secret"))).await;
     assert_eq!(reply.status, StatusCode::OK);
 

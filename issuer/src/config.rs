@@ -76,11 +76,12 @@ pub struct ServeArgs {
     #[arg(long, env = "SIGIL_JWKS_MAX_AGE", default_value = "5m", value_parser = duration)]
     pub jwks_max_age: Duration,
 
-    /// How long a verified client secret is remembered, so repeated requests skip Argon2.
+    /// How long a verified client secret or user password is remembered, so
+    /// repeated requests skip Argon2.
     #[arg(long, env = "SIGIL_AUTH_CACHE_TTL", default_value = "1m", value_parser = duration)]
     pub auth_cache_ttl: Duration,
 
-    /// Most remembered client authentications.
+    /// Most remembered authentications.
     #[arg(long, env = "SIGIL_AUTH_CACHE_SIZE", default_value_t = 10_000)]
     pub auth_cache_size: usize,
 

@@ -18,6 +18,7 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 	$(CARGO) deny --log-level error check bans licenses sources
+	shellcheck hack/*.sh hack/control-plane hack/tools/kubernetes/gen-replaces.sh
 
 ## build: release binaries of the operator, issuer and sidecar
 build:

@@ -4,16 +4,19 @@
 //! Security "restricted" (the ReplicaSet controller must be able to create
 //! every pod); the operator's RBAC allows what it calls and nothing more; the
 //! examples apply; and the binaries accept the flags the chart and the
-//! examples pass them. Pods never run (there is no kubelet), which is expected.
+//! examples pass them. Pods never run (there is no kubelet), which is expected;
+//! what `hack/kind-demo.sh` would do inside kind is run instead as local
+//! processes with the same command lines and files.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::Value;
-use sigil_e2e::process::binary;
+use sigil_e2e::process::{Proc, binary, free_port};
 use sigil_e2e::{ControlPlane, eventually, repo_root};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -762,13 +765,13 @@ fn the_binaries_accept_the_flags_the_chart_and_the_examples_pass() {
 
 /// `args` with every `0.0.0.0:PORT` listen address moved to a free loopback
 /// port (returned per flag) and every `/etc/sigil/` path moved under `root`.
-fn localize(args: &[String], root: &Path) -> (Vec<String>, std::collections::BTreeMap<String, u16>) {
-    let mut ports = std::collections::BTreeMap::new();
+fn localize(args: &[String], root: &Path) -> (Vec<String>, BTreeMap<String, u16>) {
+    let mut ports = BTreeMap::new();
     let args = args
         .iter()
         .map(|a| {
             if let Some((flag, _)) = a.split_once("=0.0.0.0:") {
-                let port = sigil_e2e::process::free_port();
+                let port = free_port();
                 ports.insert(flag.to_owned(), port);
                 format!("{flag}=127.0.0.1:{port}")
             } else {
@@ -799,9 +802,6 @@ async fn wait_ready(what: &str, admin_port: u16) {
 
 #[tokio::test]
 async fn the_kind_demo_works_with_its_exact_command_lines_and_files_as_local_processes() {
-    use base64::Engine as _;
-    use sigil_e2e::process::{Proc, free_port};
-
     let cp = ControlPlane::shared();
     let root = cp.dir.join("kind-demo-local");
     let logs = root.join("logs");

@@ -883,3 +883,24 @@ async fn the_kind_demo_works_with_its_exact_command_lines_and_files_as_local_pro
     let admin = sigil_e2e::http::get(&format!("{app}/admin"), &[("authorization", &bearer)]).await.expect("call");
     assert_eq!(admin.status, 403, "the demo client lacks the admin scope");
 }
+
+#[tokio::test]
+async fn upgrading_to_ha_works_and_uninstall_keeps_the_signing_key() {
+    let cp = ControlPlane::shared();
+    let r = install(cp, "upgrade", "default-values.yaml");
+    let n = |s: &str| format!("{}-{s}", r.fullname());
+    let chart = chart_dir();
+    let ha = ci_values("ha-values.yaml");
+    // Selectors are immutable: an upgrade that changed them would fail here.
+    helm_ok(cp, &["upgrade", &r.name, chart.to_str().expect("utf-8"), "-n", &r.namespace, "-f", &ha.to_string_lossy()]);
+    let operator: Value =
+        serde_json::from_str(&cp.kubectl_ok(&["get", "deployment", &n("operator"), "-n", &r.namespace, "-o", "json"]))
+            .expect("deployment");
+    assert_eq!(operator["spec"]["replicas"], 2);
+
+    helm_ok(cp, &["uninstall", &r.name, "-n", &r.namespace, "--timeout", "60s"]);
+    assert!(installed(cp, &r, "deployments", false).is_empty(), "uninstall removes the workloads");
+    assert!(installed(cp, &r, "clusterroles", true).is_empty(), "and the cluster-wide RBAC");
+    // Deleting the SigningKey would delete its keys and invalidate every token they signed.
+    assert_eq!(installed(cp, &r, "signingkeys.sigil.dev", false), set(&[n("issuer")]));
+}

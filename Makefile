@@ -1,17 +1,18 @@
 # Sigil's developer entry points. README.md explains each.
 CARGO ?= cargo
 
-.PHONY: all generate check-generated lint test build demo control-plane-binaries
+.PHONY: all generate check-generated lint test build demo kind-demo control-plane-binaries
 
 all: lint test
 
-## generate: rewrite crds/signingkey.yaml from the Rust types (api/src/signing_key.rs)
+## generate: rewrite crds/signingkey.yaml (and the chart's copy) from the Rust types (api/src/signing_key.rs)
 generate:
 	$(CARGO) run -q -p sigil-api --bin crdgen > crds/signingkey.yaml
+	cp crds/signingkey.yaml charts/sigil/crds/signingkey.yaml
 
 ## check-generated: fail when the committed CRD differs from the Rust types
 check-generated: generate
-	git diff --exit-code -- crds/
+	git diff --exit-code -- crds/ charts/sigil/crds/
 
 ## lint: formatting, clippy with warnings as errors, dependency policy
 lint:
@@ -27,6 +28,10 @@ build:
 ## demo: the whole system on this machine (control plane, operator, issuer, sidecar, demo app)
 demo:
 	$(CARGO) run -q -p sigil-e2e --bin sigil-demo
+
+## kind-demo: Sigil on a local kind cluster (needs docker, kind, kubectl, helm): 200 with a token, 401 without
+kind-demo:
+	hack/kind-demo.sh
 
 ## control-plane-binaries: build (once, cached) kube-apiserver, etcd, kube-controller-manager, kubectl, helm
 control-plane-binaries:

@@ -36,7 +36,8 @@ use crate::duration::{self, DurationError};
     printcolumn = r#"{"name": "Algorithm", "type": "string", "jsonPath": ".spec.algorithm"}"#,
     printcolumn = r#"{"name": "Active Key", "type": "string", "jsonPath": ".status.activeKeyId"}"#,
     printcolumn = r#"{"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status"}"#,
-    printcolumn = r#"{"name": "Next Rotation", "type": "date", "jsonPath": ".status.nextRotationTime"}"#,
+    // A string, not a date: kubectl renders future dates as "<invalid>".
+    printcolumn = r#"{"name": "Next Rotation", "type": "string", "jsonPath": ".status.nextRotationTime"}"#,
     printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
 )]
 #[x_kube(

@@ -308,3 +308,23 @@ async fn raw_exchange(addr: std::net::SocketAddr, request: &[u8]) -> String {
     let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
 }
+
+#[tokio::test]
+async fn slow_or_oversized_request_heads_are_cut_off() {
+    let up = upstream().await;
+    let sc = sidecar(up.addr, &jwks_json(&[es()]), &["--header-read-timeout", "300ms", "--max-header-bytes", "16384"]).await;
+    // Slowloris: half a request head, then silence.
+    let mut stream = TcpStream::connect(sc.running.addr).await.expect("connect");
+    stream.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n").await.expect("write");
+    let mut out = Vec::new();
+    let started = std::time::Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(3), stream.read_to_end(&mut out)).await;
+    assert!(closed.is_ok(), "the connection is closed after the header read timeout");
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+
+    let big = "a".repeat(20_000);
+    let raw = format!("GET / HTTP/1.1\r\nhost: x\r\nx-big: {big}\r\nconnection: close\r\n\r\n");
+    let response = raw_exchange(sc.running.addr, raw.as_bytes()).await;
+    assert!(response.starts_with("HTTP/1.1 431"), "{response}");
+    assert_eq!(up.hits(), 0);
+}

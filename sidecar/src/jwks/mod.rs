@@ -87,7 +87,13 @@ impl KeyStore {
         }
         let mut kids: Vec<&str> = set.kids().collect();
         kids.sort_unstable();
-        tracing::info!(source = source.label(), keys = ?kids, "key set updated");
+        let mut before: Vec<&str> = previous.kids().collect();
+        before.sort_unstable();
+        if kids != before || set.is_empty() {
+            tracing::info!(source = source.label(), keys = ?kids, "key set changed");
+        } else {
+            tracing::debug!(source = source.label(), "key set reloaded, unchanged");
+        }
         self.metrics.set_keys(set.len());
         self.ready.set(!set.is_empty());
         self.current.store(Arc::new(set));

@@ -1,17 +1,22 @@
 #!/usr/bin/env bash
-# Benchmarks sigil-issuer's POST /token, side by side in one run with its
-# baselines on the same machine:
-#   * `openssl speed -multi <cores> rsa2048` (the RS256 ceiling: RSA signatures/s),
+# Benchmarks sigil-issuer's POST /token side by side, in one run on the same
+# machine, with its baselines:
+#   * `openssl speed -multi <cores> rsa2048`: the RS256 ceiling (RSA-2048 signatures/s),
 #   * the Node seed design's auth server (Express + jose, RS256; node-seed/).
 # Measured: client_credentials with a warm client-authentication cache for
 # RS256, ES256 and EdDSA, and the cold path (every request runs Argon2id).
 #
-# Needs: wrk, openssl, node + npm (for the seed; skipped when missing).
-# Usage: bench/issuer/run.sh            (DURATION=10s CONNS=64 THREADS=2 to change)
+# The machine may be shared, so every series is measured in ROUNDS interleaved
+# rounds, ratios are taken within a round (openssl just before and after the
+# RS256 run), and the median round is reported.
+#
+# Needs: wrk, openssl, curl; node + npm for the seed (skipped when missing).
+# Usage: bench/issuer/run.sh   (ROUNDS=3 DURATION=8s CONNS=64 THREADS=2)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-DURATION=${DURATION:-10s}
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-8s}
 CONNS=${CONNS:-64}
 THREADS=${THREADS:-2}
 CORES=$(nproc)
@@ -26,7 +31,7 @@ DEVKEYS=$PWD/target/release/examples/dev-keys
 work=$(mktemp -d)
 pid=""
 cleanup() {
-    [[ -n "$pid" ]] && kill "$pid" 2>/dev/null || true
+    if [[ -n "$pid" ]]; then kill "$pid" 2>/dev/null || true; fi
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -36,96 +41,117 @@ hash=$(printf %s "$secret" | "$BIN" hash-secret)
 export BASIC
 BASIC=$(printf %s "bench:$secret" | base64 -w0)
 printf 'clients:\n  - id: bench\n    secretHash: "%s"\n    scopes: [read, write]\n' "$hash" >"$work/clients.yaml"
+for alg in RS256 ES256 EdDSA; do "$DEVKEYS" "$alg" "$work/$alg" >/dev/null; done
 
 start_issuer() { # alg, extra flags...
     local alg=$1
     shift
-    rm -rf "$work/$alg"
-    "$DEVKEYS" "$alg" "$work/$alg" >/dev/null
     RUST_LOG=warn "$BIN" --listen "127.0.0.1:$PORT" --admin-listen "127.0.0.1:$ADMIN" \
         --key-dir "$work/$alg/keys" --jwks-file "$work/$alg/jwks/jwks.json" \
         --issuer-url https://issuer.bench --audience bench-api --clients-file "$work/clients.yaml" \
-        --auth-failure-limit 1000000 "$@" >"$work/issuer.log" 2>&1 &
+        --auth-failure-limit 1000000 "$@" >>"$work/issuer.log" 2>&1 &
     pid=$!
     until curl -sf "http://127.0.0.1:$ADMIN/readyz" >/dev/null; do sleep 0.05; done
-    # One request to fill the authentication cache (and check it works).
+    # One request fills the authentication cache (and checks the setup works).
     curl -sf -u "bench:$secret" -d grant_type=client_credentials "http://127.0.0.1:$PORT/token" >/dev/null
 }
 
-stop_issuer() {
+stop() {
     kill "$pid"
     wait "$pid" 2>/dev/null || true
     pid=""
 }
 
-# Prints "<requests/s> <p50> <p99> <non-2xx>" for a wrk run.
+start_seed() {
+    PORT=$SEED_PORT KEY_FILE="$work/RS256/keys/private.pem" node bench/issuer/node-seed/index.js >>"$work/seed.log" 2>&1 &
+    pid=$!
+    until curl -sf "http://127.0.0.1:$SEED_PORT/token" >/dev/null; do sleep 0.1; done
+}
+
+# Prints "<requests/s> <p50> <p99> <non-2xx + socket errors>" for one wrk run.
 measure() { # url, extra wrk args...
     local url=$1
     shift
     local out
     out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "$@" "$url")
     echo "$out" >>"$work/wrk.log"
-    local rps p50 p99 errors
-    rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
-    p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
-    p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
-    errors=$(awk '/Non-2xx or 3xx responses:/ {print $5}' <<<"$out")
-    echo "$rps $p50 $p99 ${errors:-0}"
+    awk '/^Requests\/sec:/ {rps = $2}
+         $1 == "50%" {p50 = $2}
+         $1 == "99%" {p99 = $2}
+         /Non-2xx or 3xx responses:/ {bad += $5}
+         /Socket errors:/ {bad += $4 + $6 + $8 + $10}
+         END {printf "%s %s %s %d\n", rps, p50, p99, bad}' <<<"$out"
 }
 
-row() { printf '| %-44s | %12s | %8s | %8s | %7s |\n' "$@"; }
+openssl_rate() {
+    openssl speed -multi "$CORES" -seconds 5 rsa2048 2>/dev/null | awk '/^rsa 2048 bits/ {print $6}'
+}
 
-echo "# sigil-issuer benchmark, $(date -u +%Y-%m-%dT%H:%MZ), $CORES cores, wrk -t$THREADS -c$CONNS -d$DURATION"
-echo
-echo "Load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo
-openssl_sign=$(openssl speed -multi "$CORES" -seconds 10 rsa2048 2>/dev/null | awk '/^rsa 2048 bits/ {print $6}')
-echo "openssl speed -multi $CORES rsa2048: $openssl_sign sign/s"
-echo
+median() { sort -g | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+row() { printf '| %-5s | %-42s | %10s | %9s | %9s | %7s |\n' "$@"; }
 
-row "run" "requests/s" "p50" "p99" "non-2xx"
-row "---" "---" "---" "---" "---"
-declare -A rate
-for alg in RS256 ES256 EdDSA; do
-    start_issuer "$alg"
-    read -r rps p50 p99 errors < <(measure "http://127.0.0.1:$PORT/token" -s bench/issuer/post.lua)
-    rate[$alg]=$rps
-    row "sigil-issuer $alg, warm auth cache" "$rps" "$p50" "$p99" "$errors"
-    stop_issuer
+have_node=false
+if command -v node >/dev/null && command -v npm >/dev/null; then
+    (cd bench/issuer/node-seed && npm install --silent --no-audit --no-fund >/dev/null) && have_node=true
+fi
+
+echo "# sigil-issuer benchmark"
+echo
+echo "$(date -u +%Y-%m-%dT%H:%MZ), $CORES cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)),"
+echo "wrk -t$THREADS -c$CONNS -d$DURATION, $ROUNDS rounds. Load average before: $(cut -d' ' -f1-3 /proc/loadavg)."
+echo
+row round run "requests/s" p50 p99 errors
+row --- --- --- --- --- ---
+declare -a r_rs256 r_es256 r_eddsa r_node r_openssl q_openssl q_es_node q_ed_node q_rs_node
+for round in $(seq "$ROUNDS"); do
+    before=$(openssl_rate)
+    start_issuer RS256
+    read -r rs p50 p99 bad < <(measure "http://127.0.0.1:$PORT/token" -s bench/issuer/post.lua)
+    stop
+    after=$(openssl_rate)
+    ossl=$(awk -v a="$before" -v b="$after" 'BEGIN { printf "%.1f", (a + b) / 2 }')
+    row "$round" "openssl speed -multi $CORES rsa2048 sign/s" "$ossl" "" "" ""
+    row "$round" "sigil-issuer RS256" "$rs" "$p50" "$p99" "$bad"
+
+    start_issuer ES256
+    read -r es p50 p99 bad < <(measure "http://127.0.0.1:$PORT/token" -s bench/issuer/post.lua)
+    stop
+    row "$round" "sigil-issuer ES256" "$es" "$p50" "$p99" "$bad"
+
+    start_issuer EdDSA
+    read -r ed p50 p99 bad < <(measure "http://127.0.0.1:$PORT/token" -s bench/issuer/post.lua)
+    stop
+    row "$round" "sigil-issuer EdDSA" "$ed" "$p50" "$p99" "$bad"
+
+    r_rs256+=("$rs") r_es256+=("$es") r_eddsa+=("$ed") r_openssl+=("$ossl")
+    q_openssl+=("$(ratio "$rs" "$ossl")")
+    if $have_node; then
+        start_seed
+        read -r node p50 p99 bad < <(measure "http://127.0.0.1:$SEED_PORT/token")
+        stop
+        row "$round" "Node seed (Express + jose) RS256, GET" "$node" "$p50" "$p99" "$bad"
+        r_node+=("$node")
+        q_es_node+=("$(ratio "$es" "$node")") q_ed_node+=("$(ratio "$ed" "$node")") q_rs_node+=("$(ratio "$rs" "$node")")
+    fi
 done
 
-# Cold: a 1ns cache TTL means every request runs Argon2id (m=19456, t=2, p=1).
+# Cold: a 1ns cache TTL makes every request run Argon2id (m=19456, t=2, p=1).
 start_issuer ES256 --auth-cache-ttl 1ns
-read -r rps p50 p99 errors < <(measure "http://127.0.0.1:$PORT/token" -s bench/issuer/post.lua)
-rate[cold]=$rps
-row "sigil-issuer ES256, cold (Argon2id per request)" "$rps" "$p50" "$p99" "$errors"
-stop_issuer
+read -r cold p50 p99 bad < <(measure "http://127.0.0.1:$PORT/token" -s bench/issuer/post.lua)
+stop
+row "-" "sigil-issuer ES256, cold (Argon2id per request)" "$cold" "$p50" "$p99" "$bad"
 
-if command -v node >/dev/null && command -v npm >/dev/null; then
-    (cd bench/issuer/node-seed && npm install --silent --no-audit --no-fund >/dev/null)
-    "$DEVKEYS" RS256 "$work/seed" >/dev/null
-    PORT=$SEED_PORT KEY_FILE="$work/seed/keys/private.pem" node bench/issuer/node-seed/index.js >"$work/seed.log" 2>&1 &
-    pid=$!
-    until curl -sf "http://127.0.0.1:$SEED_PORT/token" >/dev/null; do sleep 0.1; done
-    read -r rps p50 p99 errors < <(measure "http://127.0.0.1:$SEED_PORT/token")
-    rate[node]=$rps
-    row "Node seed (Express + jose) RS256" "$rps" "$p50" "$p99" "$errors"
-    stop_issuer
+echo
+echo "Medians over $ROUNDS rounds (ratios taken within each round):"
+echo
+echo "- openssl rsa2048 sign/s: $(printf '%s\n' "${r_openssl[@]}" | median); RS256 /token: $(printf '%s\n' "${r_rs256[@]}" | median);" \
+    "ratio $(printf '%s\n' "${q_openssl[@]}" | median) (target >= 0.85)"
+echo "- ES256 /token: $(printf '%s\n' "${r_es256[@]}" | median); EdDSA /token: $(printf '%s\n' "${r_eddsa[@]}" | median)"
+if $have_node; then
+    echo "- Node seed: $(printf '%s\n' "${r_node[@]}" | median); ES256 / seed $(printf '%s\n' "${q_es_node[@]}" | median)," \
+        "EdDSA / seed $(printf '%s\n' "${q_ed_node[@]}" | median) (target >= 5 each); RS256 / seed $(printf '%s\n' "${q_rs_node[@]}" | median)"
 fi
-
-openssl_sign_after=$(openssl speed -multi "$CORES" -seconds 10 rsa2048 2>/dev/null | awk '/^rsa 2048 bits/ {print $6}')
+echo "- cold path (Argon2id on every request): $cold requests/s, $(ratio "$(printf '%s\n' "${r_es256[@]}" | median)" "$cold")x slower than warm ES256"
 echo
-echo "openssl speed -multi $CORES rsa2048 after the runs: $openssl_sign_after sign/s"
-echo
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
-openssl_mean=$(awk -v a="$openssl_sign" -v b="$openssl_sign_after" 'BEGIN { printf "%.1f", (a + b) / 2 }')
-echo "Ratios:"
-echo "- RS256 /token vs openssl rsa2048 sign/s (mean of before/after): $(ratio "${rate[RS256]}" "$openssl_mean") (target >= 0.85)"
-if [[ -n "${rate[node]:-}" ]]; then
-    echo "- ES256 vs Node seed: $(ratio "${rate[ES256]}" "${rate[node]}") (target >= 5)"
-    echo "- EdDSA vs Node seed: $(ratio "${rate[EdDSA]}" "${rate[node]}") (target >= 5)"
-    echo "- RS256 vs Node seed: $(ratio "${rate[RS256]}" "${rate[node]}")"
-fi
-echo "- warm vs cold ES256: $(ratio "${rate[ES256]}" "${rate[cold]}")"
-echo
-echo "Load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "Load average after: $(cut -d' ' -f1-3 /proc/loadavg)."

@@ -3,7 +3,7 @@
 //! password grants). Verifiers use the JWKS it serves.
 //!
 //! Modules, outside in: [`config`] (flags), [`server`] (wiring), [`routes`]
-//! (HTTP), [`auth`] with [`auth_cache`] and [`rate_limit`] (who is asking),
+//! (HTTP) with [`token_request`] (parsing), [`auth`] with [`auth_cache`] and [`rate_limit`] (who is asking),
 //! [`scope`] (what they get), [`token`] and [`keys`] (signing), [`clients`] and
 //! [`password`] (the clients file), [`state`] (reloads), [`metrics`].
 
@@ -22,5 +22,6 @@ pub mod scope;
 pub mod server;
 pub mod state;
 pub mod token;
+pub mod token_request;
 
 pub use error::{Error, Result};

@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use sigil_runtime::telemetry::LogFormat;
 
+use crate::client_ip::Cidr;
 use crate::error::{Error, Result};
 
 /// The longest token lifetime the issuer accepts, from flags or a client entry.
@@ -94,6 +95,12 @@ pub struct ServeArgs {
     #[arg(long, env = "SIGIL_AUTH_FAILURE_WINDOW", default_value = "1m", value_parser = duration)]
     pub auth_failure_window: Duration,
 
+    /// Proxies (IP addresses or CIDR ranges, comma-separated) whose
+    /// X-Forwarded-For is believed for per-address rate limits, e.g. the
+    /// ingress controller's pod range. Without it, the peer address is used.
+    #[arg(long, env = "SIGIL_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<Cidr>,
+
     /// Re-read the key, JWKS and clients files at least this often, in case a
     /// file-system event was missed.
     #[arg(long, env = "SIGIL_RELOAD_PERIOD", default_value = "30s", value_parser = duration)]
@@ -124,6 +131,7 @@ pub struct Config {
     pub auth_cache_size: usize,
     pub auth_failure_limit: u32,
     pub auth_failure_window: Duration,
+    pub trusted_proxies: Vec<Cidr>,
     pub reload_period: Duration,
 }
 
@@ -161,6 +169,7 @@ impl ServeArgs {
             auth_cache_size: self.auth_cache_size,
             auth_failure_limit: self.auth_failure_limit,
             auth_failure_window: self.auth_failure_window,
+            trusted_proxies: self.trusted_proxies,
             reload_period: self.reload_period,
         })
     }
@@ -226,6 +235,10 @@ mod tests {
         assert_eq!(config.admin_listen.to_string(), "0.0.0.0:9090");
         assert_eq!(config.token_ttl, Duration::from_secs(900));
         assert_eq!(config.issuer_url, "https://issuer.example");
+        assert!(config.trusted_proxies.is_empty());
+        let config = parse(&["--trusted-proxies=10.0.0.0/8,fd00::/8"]).expect("parse").serve.validate().expect("ok");
+        assert_eq!(config.trusted_proxies.len(), 2);
+        assert!(parse(&["--trusted-proxies=10.0.0.0/99"]).is_err());
     }
 
     #[test]

@@ -16,6 +16,7 @@ use axum::routing::{get, post};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 
 use crate::auth::AuthError;
+use crate::client_ip;
 use crate::clients::{Client, GrantType};
 use crate::metrics::IssuedLabels;
 use crate::oauth::OAuthError;
@@ -50,11 +51,12 @@ async fn token_endpoint(State(state): State<Arc<AppState>>, request: Request) ->
 
 async fn issue(state: &AppState, request: Request) -> Result<Response, OAuthError> {
     let (parts, body) = request.into_parts();
-    // Without ConnectInfo (tests driving the router directly) all requests share one source.
-    let source = parts
+    // Without ConnectInfo (tests driving the router directly) all requests share one peer.
+    let peer = parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |ConnectInfo(addr)| addr.ip());
+    let source = client_ip::client_ip(peer, &parts.headers, &state.settings.trusted_proxies);
     if !token_request::is_form(&parts.headers) {
         return Err(OAuthError::InvalidRequest("Content-Type must be application/x-www-form-urlencoded"));
     }

@@ -22,6 +22,7 @@ pub struct Settings {
     pub audience: String,
     pub token_ttl: Duration,
     pub jwks_max_age: Duration,
+    pub trusted_proxies: Vec<crate::client_ip::Cidr>,
 }
 
 pub struct AppState {
@@ -55,6 +56,7 @@ impl AppState {
                 audience: config.audience.clone(),
                 token_ttl: config.token_ttl,
                 jwks_max_age: config.jwks_max_age,
+                trusted_proxies: config.trusted_proxies.clone(),
             },
             keys,
             auth,

@@ -88,6 +88,19 @@ impl Harness {
         self.send(request).await
     }
 
+    /// POST /token through a proxy at 192.0.2.1 that forwards for `client`.
+    async fn token_via_proxy(&self, form: &str, auth: Option<(&str, &str)>, client: &str) -> Reply {
+        let mut request = Request::post("/token")
+            .header(header::CONTENT_TYPE, FORM)
+            .header("x-forwarded-for", format!("6.6.6.6, {client}"));
+        if let Some((id, secret)) = auth {
+            request = request.header(header::AUTHORIZATION, basic(id, secret));
+        }
+        let mut request = request.body(Body::from(form.to_owned())).expect("request");
+        request.extensions_mut().insert(ConnectInfo("192.0.2.1:40000".parse::<SocketAddr>().expect("addr")));
+        self.send(request).await
+    }
+
     async fn token(&self, form: &str, auth: Option<(&str, &str)>) -> Reply {
         self.token_from(form, auth, "192.0.2.1").await
     }
@@ -372,6 +385,23 @@ async fn failed_authentications_are_rate_limited_per_client_and_per_address() {
     }
     let r = h.token_from("grant_type=password&username=alice&password=alice-password", app, "192.0.2.21").await;
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_forwarded_client_is_limited_on_its_own() {
+    let h = Harness::with(Fixture::new(Algorithm::ES256), |c| {
+        c.auth_failure_limit = 2;
+        c.trusted_proxies = vec!["192.0.2.0/24".parse().expect("cidr")];
+    });
+    let form = "grant_type=client_credentials";
+    for id in ["a", "b"] {
+        assert_eq!(h.token_via_proxy(form, Some((id, "x")), "198.51.100.7").await.error(), "invalid_client");
+    }
+    let limited = h.token_via_proxy(form, Some(("c", "x")), "198.51.100.7").await;
+    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
+    // Another client behind the same proxy is not affected (the forged 6.6.6.6 is ignored).
+    let other = h.token_via_proxy(form, Some(("svc", "svc-secret")), "198.51.100.8").await;
+    assert_eq!(other.status, StatusCode::OK);
 }
 
 #[tokio::test]

@@ -129,6 +129,7 @@ impl Fixture {
             auth_cache_size: 100,
             auth_failure_limit: 5,
             auth_failure_window: Duration::from_secs(60),
+            trusted_proxies: Vec::new(),
             reload_period: Duration::from_secs(30),
         }
     }

@@ -4,12 +4,16 @@
 # trivial backend, measured with wrk at 64 connections in one run.
 #
 # Needs: haproxy, wrk, openssl, node/npm (apt-get install -y haproxy wrk nodejs npm).
-# Usage: bench/sidecar/run.sh [seconds-per-run]   (writes bench/sidecar/results.md)
+# The machine may be shared, so targets run round-robin for ROUNDS rounds and
+# each figure is the median of its rounds.
+#
+# Usage: bench/sidecar/run.sh [seconds-per-run] [rounds]   (writes bench/sidecar/results.md)
 set -euo pipefail
 
 HERE="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
-DURATION="${1:-15}"
+DURATION="${1:-10}"
+ROUNDS="${2:-3}"
 CONNECTIONS=64
 WORK="$(mktemp -d)"
 PIDS=()
@@ -51,32 +55,39 @@ done
 rss_mib() { awk '/VmRSS/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
 
 declare -A RPS P99 RSS
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+ms() { awk '{ v = $1; if (v ~ /us$/) { sub(/us$/, "", v); v /= 1000 } else if (v ~ /ms$/) { sub(/ms$/, "", v) } else if (v ~ /s$/) { sub(/s$/, "", v); v *= 1000 } printf "%.2f", v }'; }
 run() { # name port pid
-  wrk -t2 -c"$CONNECTIONS" -d3s -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$2/" >/dev/null # warm-up
+  wrk -t2 -c"$CONNECTIONS" -d2s -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$2/" >/dev/null # warm-up
   local out; out="$(wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" --latency -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$2/")"
-  echo "$out" >"$WORK/wrk-$1.txt"
+  echo "$out" >>"$WORK/wrk-$1.txt"
   if echo "$out" | grep -q "Non-2xx"; then echo "$1: non-2xx responses under load" >&2; echo "$out" >&2; exit 1; fi
-  RPS[$1]="$(echo "$out" | awk '/Requests\/sec/ { printf "%.0f", $2 }')"
-  P99[$1]="$(echo "$out" | awk '$1 == "99%" { print $2 }')"
-  RSS[$1]="$(rss_mib "$3")"
-  printf '%-22s %8s req/s  p99 %-8s RSS %s MiB\n' "$1" "${RPS[$1]}" "${P99[$1]}" "${RSS[$1]}"
+  local rps p99; rps="$(echo "$out" | awk '/Requests\/sec/ { printf "%.0f", $2 }')"; p99="$(echo "$out" | awk '$1 == "99%" { print $2 }' | ms)"
+  RPS[$1]="${RPS[$1]:-} $rps"; P99[$1]="${P99[$1]:-} $p99"; RSS[$1]="$(rss_mib "$3")"
+  printf '  %-18s %8s req/s  p99 %8s ms  RSS %s MiB\n' "$1" "$rps" "$p99" "${RSS[$1]}" | tee -a "$WORK/rounds.txt"
 }
-run haproxy-jwt 9001 "$HAPROXY_PID"
-run haproxy-plain 9002 "$HAPROXY_PID"
-run sidecar-nocache 9003 "$NOCACHE_PID"
-run sidecar-cache 9004 "$CACHE_PID"
-run node-seed 9005 "$NODE_PID"
+for round in $(seq "$ROUNDS"); do
+  echo "round $round/$ROUNDS" | tee -a "$WORK/rounds.txt"
+  run haproxy-jwt 9001 "$HAPROXY_PID"
+  run haproxy-plain 9002 "$HAPROXY_PID"
+  run sidecar-nocache 9003 "$NOCACHE_PID"
+  run sidecar-cache 9004 "$CACHE_PID"
+  run node-seed 9005 "$NODE_PID"
+done
+for name in "${!RPS[@]}"; do
+  RPS[$name]="$(echo "${RPS[$name]}" | median)"; P99[$name]="$(echo "${P99[$name]}" | median)"
+done
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 {
   echo "# sigil-sidecar benchmark"
   echo
   echo "Run: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)),"
-  echo "wrk -t2 -c$CONNECTIONS -d${DURATION}s, RS256 token ($(printf %s "$TOKEN" | wc -c) bytes), every proxy forwarding to the"
+  echo "wrk -t2 -c$CONNECTIONS -d${DURATION}s, median of $ROUNDS interleaved rounds, RS256 token ($(printf %s "$TOKEN" | wc -c) bytes), every proxy forwarding to the"
   echo "same single-threaded HAProxy backend answering 200 \"ok\". wrk, proxy and backend share the machine."
   echo "HAProxy runs jwt_verify and plain proxy in one process (nbthread 2), so its RSS covers both."
   echo
-  echo "| target | req/s | p99 | RSS after load |"
+  echo "| target | req/s | p99 (ms) | RSS after load |"
   echo "| --- | ---: | ---: | ---: |"
   for name in haproxy-jwt haproxy-plain sidecar-nocache sidecar-cache node-seed; do
     echo "| $name | ${RPS[$name]} | ${P99[$name]} | ${RSS[$name]} MiB |"
@@ -88,7 +99,13 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
   echo "| sidecar (cache on) / HAProxy plain proxy | >= 0.8 | $(ratio "${RPS[sidecar-cache]}" "${RPS[haproxy-plain]}") |"
   echo "| sidecar (cache off) / Node seed | >= 5 | $(ratio "${RPS[sidecar-nocache]}" "${RPS[node-seed]}") |"
   echo "| sidecar (cache on) / Node seed | >= 5 | $(ratio "${RPS[sidecar-cache]}" "${RPS[node-seed]}") |"
-  echo "| sidecar p99 (cache off) vs HAProxy jwt_verify p99 | no worse | ${P99[sidecar-nocache]} vs ${P99[haproxy-jwt]} |"
+  echo "| sidecar p99 (cache off) vs HAProxy jwt_verify p99 | no worse | ${P99[sidecar-nocache]} ms vs ${P99[haproxy-jwt]} ms |"
   echo "| sidecar RSS after load | < 20 MiB | ${RSS[sidecar-nocache]} / ${RSS[sidecar-cache]} MiB |"
+  echo
+  echo "Every round (the medians above come from these):"
+  echo
+  echo '```'
+  cat "$WORK/rounds.txt"
+  echo '```'
 } >"$HERE/results.md"
 cat "$HERE/results.md"

@@ -123,6 +123,10 @@ pub struct Args {
     #[arg(long, env = "SIGIL_MAX_HEADER_BYTES", default_value_t = 32 * 1024)]
     pub max_header_bytes: usize,
 
+    /// Proxy worker threads, each with its own event loop and upstream pool (default: one per CPU).
+    #[arg(long, env = "SIGIL_THREADS")]
+    pub threads: Option<usize>,
+
     /// How long in-flight requests may finish after SIGTERM.
     #[arg(long, env = "SIGIL_DRAIN_TIMEOUT", default_value = "25s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
@@ -146,6 +150,7 @@ pub struct Config {
     pub token_cache_size: usize,
     pub upstream_connect_timeout: Duration,
     pub upstream_timeout: Duration,
+    pub threads: usize,
     pub limits: Limits,
     pub log_format: LogFormat,
 }
@@ -181,6 +186,11 @@ impl Args {
         if self.max_header_bytes < 8192 || self.max_header_bytes < self.max_token_bytes + 1024 {
             return bad("--max-header-bytes must be at least 8192 and leave room for a full-size token".into());
         }
+        let threads = match self.threads {
+            Some(0) => return bad("--threads must be at least 1".into()),
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, usize::from),
+        };
         let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
         let policy = Policy {
             issuer: self.issuer,
@@ -204,6 +214,7 @@ impl Args {
             token_cache_size: self.token_cache_size,
             upstream_connect_timeout: self.upstream_connect_timeout,
             upstream_timeout: self.upstream_timeout,
+            threads,
             limits: Limits {
                 header_read_timeout: self.header_read_timeout,
                 max_header_bytes: self.max_header_bytes,

@@ -3,7 +3,9 @@ use std::process::ExitCode;
 use clap::Parser;
 use sigil_sidecar::config::Args;
 
-#[tokio::main]
+// Proxy traffic runs on worker threads of its own (see `server`); this
+// runtime only carries key sources, the admin port and shutdown.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let args = Args::parse();
     sigil_runtime::telemetry::init(args.log_format);

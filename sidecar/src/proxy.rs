@@ -52,7 +52,7 @@ pub struct ProxyConfig {
 }
 
 pub struct Proxy {
-    auth: Authenticator,
+    auth: Arc<Authenticator>,
     routes: Routes,
     client: Client<HttpConnector, Incoming>,
     scheme: Scheme,
@@ -63,7 +63,7 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    pub fn new(config: ProxyConfig, auth: Authenticator, metrics: Metrics) -> Result<Proxy, crate::Error> {
+    pub fn new(config: &ProxyConfig, auth: Arc<Authenticator>, metrics: Metrics) -> Result<Proxy, crate::Error> {
         let (Some(scheme), Some(authority)) = (config.upstream.scheme(), config.upstream.authority()) else {
             return Err(crate::Error::Config(format!("--upstream {}: expected http://HOST:PORT", config.upstream)));
         };
@@ -77,7 +77,7 @@ impl Proxy {
             .build(connector);
         Ok(Proxy {
             auth,
-            routes: config.routes,
+            routes: config.routes.clone(),
             client,
             scheme: scheme.clone(),
             authority: authority.clone(),

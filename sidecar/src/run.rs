@@ -39,12 +39,19 @@ pub async fn start(config: Config, shutdown: impl Future<Output = ()> + Send + '
     let ready = Readiness::new();
     let keys = Arc::new(KeyStore::new(ready.clone(), metrics.clone()));
     let file = config.jwks_file.as_deref().map(FileSource::new).transpose()?;
-    let auth = Authenticator::new(Arc::clone(&keys), config.policy.clone(), config.token_cache_size);
-    let proxy = Arc::new(Proxy::new(config.proxy(), auth, metrics.clone())?);
+    let auth = Arc::new(Authenticator::new(Arc::clone(&keys), config.policy.clone(), config.token_cache_size));
+    let proxy_config = config.proxy();
+    let proxies = (0..config.threads)
+        .map(|_| Proxy::new(&proxy_config, Arc::clone(&auth), metrics.clone()))
+        .collect::<Result<Vec<_>, _>>()?;
 
-    let listener = bind(config.listen).await?;
+    let listeners = crate::server::bind_shared(config.listen, config.threads)
+        .map_err(|source| Error::Listen { addr: config.listen, source })?;
     let admin_listener = bind(config.admin_listen).await?;
-    let addr = listener.local_addr().map_err(|source| Error::Listen { addr: config.listen, source })?;
+    let addr = listeners
+        .first()
+        .and_then(|l| l.local_addr().ok())
+        .ok_or_else(|| Error::Config("no proxy listener was bound".into()))?;
     let admin_addr =
         admin_listener.local_addr().map_err(|source| Error::Listen { addr: config.admin_listen, source })?;
 
@@ -59,6 +66,12 @@ pub async fn start(config: Config, shutdown: impl Future<Output = ()> + Send + '
     }
 
     let (stop, stopped) = watch::channel(false);
+    let mut workers = Vec::with_capacity(proxies.len());
+    for (index, (listener, proxy)) in listeners.into_iter().zip(proxies).enumerate() {
+        let worker = crate::server::spawn_worker(index, listener, proxy, config.limits.clone(), stopped.clone())
+            .map_err(|source| Error::Listen { addr, source })?;
+        workers.push(worker);
+    }
     let admin = {
         let mut stopped = stopped.clone();
         let ready = ready.clone();
@@ -71,24 +84,26 @@ pub async fn start(config: Config, shutdown: impl Future<Output = ()> + Send + '
             }
         })
     };
-    let limits = config.limits.clone();
-    let proxy_shutdown = {
+    tracing::info!(%addr, %admin_addr, upstream = %config.upstream, threads = workers.len(), "sidecar listening");
+    let done = {
         let ready = ready.clone();
-        async move {
+        tokio::spawn(async move {
             shutdown.await;
             // Tell the kubelet first, so no new traffic is sent while we drain.
             ready.set(false);
             let _ = stop.send(true);
-        }
+            let _ = tokio::task::spawn_blocking(move || {
+                for worker in workers {
+                    let _ = worker.join();
+                }
+            })
+            .await;
+            for source in sources {
+                source.abort();
+            }
+            let _ = admin.await;
+        })
     };
-    tracing::info!(%addr, %admin_addr, upstream = %config.upstream, "sidecar listening");
-    let done = tokio::spawn(async move {
-        crate::server::serve(listener, proxy, limits, proxy_shutdown).await;
-        for source in sources {
-            source.abort();
-        }
-        let _ = admin.await;
-    });
     Ok(Running { addr, admin_addr, keys, metrics, ready, done })
 }
 

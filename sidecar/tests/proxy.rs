@@ -312,7 +312,8 @@ async fn raw_exchange(addr: std::net::SocketAddr, request: &[u8]) -> String {
 #[tokio::test]
 async fn slow_or_oversized_request_heads_are_cut_off() {
     let up = upstream().await;
-    let sc = sidecar(up.addr, &jwks_json(&[es()]), &["--header-read-timeout", "300ms", "--max-header-bytes", "16384"]).await;
+    let sc =
+        sidecar(up.addr, &jwks_json(&[es()]), &["--header-read-timeout", "300ms", "--max-header-bytes", "16384"]).await;
     // Slowloris: half a request head, then silence.
     let mut stream = TcpStream::connect(sc.running.addr).await.expect("connect");
     stream.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n").await.expect("write");

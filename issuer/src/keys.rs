@@ -219,10 +219,11 @@ impl Keys {
     /// taken, so a key the JWKS withdraws stops being used either way.
     pub fn reload(&self) -> Result<ReloadOutcome> {
         let _one_at_a_time = self.reloading.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let jwks = read_jwks(&self.jwks_file)?;
+        let bytes = std::fs::read(&self.jwks_file).map_err(Error::read(&self.jwks_file))?;
         let old = self.state.load_full();
-        let jwks_changed = jwks.bytes != old.jwks.bytes;
-        let jwks = if jwks_changed { Arc::new(jwks) } else { old.jwks.clone() };
+        // Unchanged bytes (the periodic re-read) need no parse, and log nothing again.
+        let jwks_changed = bytes != old.jwks.bytes;
+        let jwks = if jwks_changed { Arc::new(Jwks::parse(&self.jwks_file, bytes)?) } else { old.jwks.clone() };
         let (new, secret_error) = match read_secret(&self.key_dir) {
             Ok(secret) => (decide(secret, jwks, old.signer.as_ref()), None),
             Err(e) => {

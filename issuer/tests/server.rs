@@ -103,7 +103,9 @@ fn kid_of(token: &str) -> String {
 /// Runs the PyJWT verifier; `Ok(claims)` or `Err(its reason)`.
 fn pyjwt(base: &str, token: &str, audience: &str) -> Result<Value, String> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/verify_token.py");
-    let mut child = Command::new("python3")
+    // SIGIL_TEST_PYTHON may name a virtualenv's interpreter that has PyJWT.
+    let python = std::env::var("SIGIL_TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    let mut child = Command::new(&python)
         .arg(script)
         .arg(format!("{base}/.well-known/jwks.json"))
         .arg(ISSUER)
@@ -112,13 +114,13 @@ fn pyjwt(base: &str, token: &str, audience: &str) -> Result<Value, String> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("python3 runs (install: python3 -m pip install -r issuer/tests/requirements.txt)");
+        .unwrap_or_else(|e| panic!("{python} does not run ({e}); see issuer/tests/requirements.txt"));
     child.stdin.take().expect("stdin").write_all(token.as_bytes()).expect("write token");
     let out = child.wait_with_output().expect("verifier finishes");
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(
         !stderr.contains("ModuleNotFoundError"),
-        "PyJWT is missing: python3 -m pip install -r issuer/tests/requirements.txt\n{stderr}"
+        "PyJWT is missing for {python}: see issuer/tests/requirements.txt\n{stderr}"
     );
     if out.status.success() { serde_json::from_slice(&out.stdout).map_err(|e| e.to_string()) } else { Err(stderr) }
 }

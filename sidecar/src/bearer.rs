@@ -23,7 +23,7 @@ pub fn extract<'a>(headers: &'a HeaderMap, query: Option<&str>) -> Result<&'a st
         return Err(Denial::NoToken);
     }
     let token = token.trim_start_matches(' ');
-    if token.is_empty() || token.contains([' ', '\t', ',']) {
+    if token.is_empty() || token.bytes().any(|b| matches!(b, b' ' | b'\t' | b',')) {
         return Err(Denial::InvalidRequest("malformed Bearer credentials"));
     }
     Ok(token)

@@ -23,7 +23,6 @@ async fn main() -> ExitCode {
         }
         Err(e) => {
             tracing::error!(error = %e, "sidecar failed to start");
-            eprintln!("sigil-sidecar: {e}");
             ExitCode::FAILURE
         }
     }

@@ -89,7 +89,11 @@ pub async fn start(config: Config, shutdown: impl Future<Output = ()> + Send + '
         let ready = ready.clone();
         tokio::spawn(async move {
             shutdown.await;
-            // Tell the kubelet first, so no new traffic is sent while we drain.
+            // Key sources stop first, so no reload can flip readiness back on;
+            // then tell the kubelet, so no new traffic is sent while we drain.
+            for source in &sources {
+                source.abort();
+            }
             ready.set(false);
             let _ = stop.send(true);
             let _ = tokio::task::spawn_blocking(move || {
@@ -98,9 +102,6 @@ pub async fn start(config: Config, shutdown: impl Future<Output = ()> + Send + '
                 }
             })
             .await;
-            for source in sources {
-                source.abort();
-            }
             let _ = admin.await;
         })
     };

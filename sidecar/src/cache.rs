@@ -104,3 +104,59 @@ impl Hasher for DigestHasher {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::Loaded;
+    use sigil_api::jwk::JwkSet;
+    use sigil_api::{Algorithm, PrivateKey};
+
+    fn keys_of(keys: &[&PrivateKey], previous: &KeySet) -> KeySet {
+        let json = JwkSet { keys: keys.iter().map(|k| k.public_jwk().clone()).collect() }.to_json();
+        let loaded: Vec<Arc<Key>> =
+            Loaded::parse(json.as_bytes()).expect("jwks").keys.into_iter().map(Arc::new).collect();
+        KeySet::build([loaded.as_slice()], previous).0
+    }
+
+    #[test]
+    fn hits_until_expiry_or_key_removal() {
+        let (a, b) = (
+            PrivateKey::generate(Algorithm::EdDSA, None).expect("key"),
+            PrivateKey::generate(Algorithm::EdDSA, None).expect("key"),
+        );
+        let set = keys_of(&[&a, &b], &KeySet::default());
+        let cache = TokenCache::new(100).expect("enabled");
+        let key = Arc::clone(set.get(a.kid()).expect("a"));
+        cache.insert(digest("t1"), Arc::new("alice"), key, 1000, 900, 0);
+        assert_eq!(cache.get(&digest("t1"), &set, 999, 0).as_deref(), Some(&"alice"));
+        assert!(cache.get(&digest("t2"), &set, 999, 0).is_none());
+        assert!(cache.get(&digest("t1"), &set, 1000, 0).is_none(), "expired");
+        assert!(cache.is_empty(), "expired entries are dropped on lookup");
+
+        cache.insert(digest("t1"), Arc::new("alice"), Arc::clone(set.get(a.kid()).expect("a")), 1000, 900, 0);
+        // An unrelated reload keeps the key object, so the entry survives.
+        let reloaded = keys_of(&[&a, &b], &set);
+        assert!(cache.get(&digest("t1"), &reloaded, 950, 0).is_some());
+        // Removing the key ends it at once.
+        let without_a = keys_of(&[&b], &reloaded);
+        assert!(cache.get(&digest("t1"), &without_a, 950, 0).is_none());
+        // Publishing it again is a new key object: the old entry stays dead.
+        cache.insert(digest("t1"), Arc::new("alice"), Arc::clone(reloaded.get(a.kid()).expect("a")), 1000, 900, 0);
+        let fresh = keys_of(&[&a, &b], &KeySet::default());
+        assert!(cache.get(&digest("t1"), &fresh, 950, 0).is_none());
+    }
+
+    #[test]
+    fn stays_bounded() {
+        let a = PrivateKey::generate(Algorithm::EdDSA, None).expect("key");
+        let set = keys_of(&[&a], &KeySet::default());
+        let key = Arc::clone(set.get(a.kid()).expect("a"));
+        let cache = TokenCache::new(64).expect("enabled");
+        for i in 0..1000 {
+            cache.insert(digest(&i.to_string()), Arc::new(i), Arc::clone(&key), 10_000, 0, 0);
+        }
+        assert!(cache.len() <= 64, "{}", cache.len());
+        assert!(TokenCache::<()>::new(0).is_none(), "0 turns the cache off");
+    }
+}

@@ -83,7 +83,13 @@ async fn authorize(state: &AppState, request: TokenRequest, source: IpAddr) -> R
     let registry = state.clients();
     let client =
         state.auth.client(&registry, &request.client_id, request.client_secret, source).await.map_err(|e| match e {
-            AuthError::Invalid => OAuthError::InvalidClient,
+            AuthError::Invalid => {
+                // For audit: the id and address, never the secret. Rate-limited
+                // refusals only count in metrics, so a flood cannot flood the
+                // logs; Argon2 bounds how fast these can come.
+                tracing::info!(client_id = %request.client_id, %source, "client authentication failed");
+                OAuthError::InvalidClient
+            }
             AuthError::Limited(wait) => OAuthError::TooManyFailures(wait),
             AuthError::Unavailable => OAuthError::ServerError,
         })?;
@@ -94,7 +100,10 @@ async fn authorize(state: &AppState, request: TokenRequest, source: IpAddr) -> R
         None => (client.id.clone(), client.scopes.clone()),
         Some((username, password)) => {
             let user = state.auth.user(&registry, &username, password, source).await.map_err(|e| match e {
-                AuthError::Invalid => OAuthError::InvalidGrant,
+                AuthError::Invalid => {
+                    tracing::info!(client_id = %client.id, %username, %source, "user authentication failed");
+                    OAuthError::InvalidGrant
+                }
                 AuthError::Limited(wait) => OAuthError::TooManyFailures(wait),
                 AuthError::Unavailable => OAuthError::ServerError,
             })?;

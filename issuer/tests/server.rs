@@ -399,6 +399,9 @@ async fn the_binary_serves_and_shuts_down_on_sigterm() {
     }
     let (status, body) = post_token(&client, &format!("http://{listen}"), "svc", "svc-secret").await;
     assert_eq!(status, StatusCode::OK, "{body}");
+    // A failed attempt is logged for audit, without its secret.
+    let (status, _) = post_token(&client, &format!("http://{listen}"), "svc", "wrong-guess-4711").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
     let pid = child.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
     let out =
@@ -411,7 +414,8 @@ async fn the_binary_serves_and_shuts_down_on_sigterm() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     let token = access_token(&body);
     assert!(!stderr.contains(&token[..40]), "tokens never appear in logs");
-    assert!(!stderr.contains("svc-secret"));
+    assert!(!stderr.contains("svc-secret") && !stderr.contains("wrong-guess-4711"), "secrets never appear in logs");
+    assert!(stderr.contains("client authentication failed") && stderr.contains("\"client_id\":\"svc\""), "{stderr}");
     assert!(stderr.contains("\"serving\"") || stderr.contains("serving"), "{stderr}");
 }
 

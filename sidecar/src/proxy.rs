@@ -91,6 +91,11 @@ impl Proxy {
         // First, on every request, verified or public: the app must be able to
         // trust that X-Sigil-* came from us.
         strip_sigil_headers(req.headers_mut());
+        // Hop-by-hop headers go before anything is added: a client listing
+        // `Connection: x-sigil-subject` must not be able to delete what we add.
+        let upgrade =
+            wants_upgrade(&req).then(|| (req.headers().get(header::UPGRADE).cloned(), hyper::upgrade::on(&mut req)));
+        remove_hop_by_hop(req.headers_mut());
         let path = req.uri().path();
         if !routes::is_normalized(path) {
             return self.deny(Denial::BadPath);
@@ -110,7 +115,7 @@ impl Proxy {
             insert_identity(req.headers_mut(), identity);
         }
         let outcome = if identity.is_some() { "forwarded" } else { "public" };
-        self.forward(req, remote, outcome).await
+        self.forward(req, upgrade, remote, outcome).await
     }
 
     fn authorize(&self, req: &Request<Incoming>) -> Result<Arc<Identity>, Denial> {
@@ -133,9 +138,13 @@ impl Proxy {
         denial.response().map(Either::Right)
     }
 
-    async fn forward(&self, mut req: Request<Incoming>, remote: SocketAddr, outcome: &'static str) -> Response<Body> {
-        let upgrade =
-            wants_upgrade(&req).then(|| (req.headers().get(header::UPGRADE).cloned(), hyper::upgrade::on(&mut req)));
+    async fn forward(
+        &self,
+        req: Request<Incoming>,
+        upgrade: Option<(Option<HeaderValue>, OnUpgrade)>,
+        remote: SocketAddr,
+        outcome: &'static str,
+    ) -> Response<Body> {
         let (mut parts, body) = req.into_parts();
         if !parts.headers.contains_key(header::HOST) {
             // HTTP/2 carries the host in :authority; HTTP/1.1 needs Host.
@@ -143,7 +152,6 @@ impl Proxy {
                 parts.headers.insert(header::HOST, host);
             }
         }
-        remove_hop_by_hop(&mut parts.headers);
         let client_upgrade = match upgrade {
             Some((Some(protocol), on_upgrade)) => {
                 parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));

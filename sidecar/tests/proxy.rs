@@ -40,7 +40,7 @@ async fn forwards_verified_requests_with_identity_and_strips_client_headers() {
             ("X-Sigil-Anything", "forged"),
             ("x-forwarded-for", "203.0.113.9"),
             ("x-forwarded-proto", "https"),
-            ("connection", "x-drop-me"),
+            ("connection", "x-drop-me, x-sigil-subject, x-sigil-claims"),
             ("x-drop-me", "hop"),
         ],
     )

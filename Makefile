@@ -37,6 +37,14 @@ kind-demo:
 control-plane-binaries:
 	hack/build-binaries.sh
 
-## test: every test tier
-test:
-	$(CARGO) test --workspace --locked
+# PyJWT, the independent verifier the issuer's tests check tokens with.
+TEST_PYTHON := target/test-python
+
+$(TEST_PYTHON)/.installed: issuer/tests/requirements.txt
+	python3 -m venv $(TEST_PYTHON)
+	$(TEST_PYTHON)/bin/pip install -q -r issuer/tests/requirements.txt
+	touch $@
+
+## test: every test tier (installs PyJWT into target/test-python on first use)
+test: $(TEST_PYTHON)/.installed
+	SIGIL_TEST_PYTHON=$(CURDIR)/$(TEST_PYTHON)/bin/python $(CARGO) test --workspace --locked

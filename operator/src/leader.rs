@@ -5,7 +5,9 @@
 //! write is a replace with the read resourceVersion, so two candidates cannot
 //! both win. It is small enough to own rather than add a crate for.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
@@ -151,5 +153,99 @@ fn lost_race<T>(result: kube::Result<T>) -> Result<bool> {
         Ok(_) => Ok(true),
         Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::fixtures;
+
+    const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/sigil/leases/sigil-operator";
+
+    fn lease(holder: &str, renewed: &str, resource_version: &str) -> Value {
+        json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+               "metadata": {"name": "sigil-operator", "namespace": "sigil", "resourceVersion": resource_version},
+               "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15, "renewTime": renewed,
+                        "leaseTransitions": 2}})
+    }
+
+    /// Starts one protocol round; the test then plays the API server.
+    fn round(mut elector: Elector) -> tokio::task::JoinHandle<(Elector, bool)> {
+        tokio::spawn(async move {
+            let won = elector.try_acquire_or_renew().await.expect("round");
+            (elector, won)
+        })
+    }
+
+    /// The round's outcome; a round stuck on a call the test did not expect
+    /// fails instead of hanging (paused time makes this immediate).
+    async fn finish(task: tokio::task::JoinHandle<(Elector, bool)>) -> (Elector, bool) {
+        tokio::time::timeout(Duration::from_secs(60), task)
+            .await
+            .expect("the round made a call the test did not answer")
+            .expect("round")
+    }
+
+    /// Takeover is judged on our own clock: the holder's record must stay
+    /// unchanged for a whole lease duration after we first saw it.
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_is_taken_over_only_after_its_holder_stopped_renewing() {
+        let (ctx, mut api) = fixtures::context();
+        let config = LeaseConfig { name: "sigil-operator".into(), namespace: "sigil".into(), identity: "b".into() };
+        let elector = Elector::new(ctx.client.clone(), config);
+        let ok = http::StatusCode::OK;
+
+        let first = lease("a", "2026-01-01T00:00:00.000000Z", "7");
+        let task = round(elector);
+        api.expect("GET", LEASE).await.respond(ok, &first);
+        let (elector, won) = finish(task).await;
+        assert!(!won, "a lease seen for the first time is never expired");
+
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let task = round(elector);
+        api.expect("GET", LEASE).await.respond(ok, &first);
+        let (elector, won) = finish(task).await;
+        assert!(!won, "10s unchanged is within the 15s duration");
+
+        // The holder renews: our clock starts again.
+        tokio::time::advance(Duration::from_secs(6)).await;
+        let renewed = lease("a", "2026-01-01T00:00:12.000000Z", "8");
+        let task = round(elector);
+        api.expect("GET", LEASE).await.respond(ok, &renewed);
+        let (elector, won) = finish(task).await;
+        assert!(!won, "a renewed lease is not taken");
+
+        tokio::time::advance(Duration::from_secs(16)).await;
+        let task = round(elector);
+        api.expect("GET", LEASE).await.respond(ok, &renewed);
+        let call = api.expect("PUT", LEASE).await;
+        assert_eq!(call.body["metadata"]["resourceVersion"], "8", "replace is conditional on what we read");
+        assert_eq!(call.body["spec"]["holderIdentity"], "b");
+        assert_eq!(call.body["spec"]["leaseTransitions"], 3);
+        let body = call.body.clone();
+        call.respond(ok, &body);
+        let (_, won) = finish(task).await;
+        assert!(won, "16s without renewal: taken over");
+    }
+
+    #[tokio::test]
+    async fn losing_the_replace_race_is_not_an_error() {
+        let (ctx, mut api) = fixtures::context();
+        let config = LeaseConfig { name: "sigil-operator".into(), namespace: "sigil".into(), identity: "b".into() };
+        let elector = Elector::new(ctx.client.clone(), config);
+        let task = tokio::spawn(async move {
+            let mut elector = elector;
+            elector.try_acquire_or_renew().await
+        });
+        api.expect("GET", LEASE).await.not_found();
+        let call = api.expect("POST", "/apis/coordination.k8s.io/v1/namespaces/sigil/leases").await;
+        assert_eq!(call.body["spec"]["holderIdentity"], "b");
+        let conflict = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "AlreadyExists",
+                              "code": 409, "message": "exists"});
+        call.respond(http::StatusCode::CONFLICT, &conflict);
+        assert!(!task.await.expect("task").expect("a 409 is a lost race, not an error"));
     }
 }

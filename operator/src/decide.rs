@@ -88,10 +88,22 @@ pub struct Plan {
 }
 
 /// A desired object, complete, for server-side apply.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub enum Write {
     Secret(Secret),
     ConfigMap(ConfigMap),
+}
+
+/// Names the object and its keys, never the Secret's values: a stray `{:?}`
+/// in a log line must not leak a private key.
+impl std::fmt::Debug for Write {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (kind, name, keys): (_, _, Vec<&String>) = match self {
+            Write::Secret(s) => ("Secret", s.name_any(), s.data.iter().flatten().map(|(k, _)| k).collect()),
+            Write::ConfigMap(c) => ("ConfigMap", c.name_any(), c.data.iter().flatten().map(|(k, _)| k).collect()),
+        };
+        f.debug_struct(kind).field("name", &name).field("keys", &keys).finish_non_exhaustive()
+    }
 }
 
 /// A Kubernetes Event about the SigningKey. Notes name key ids, never key material.

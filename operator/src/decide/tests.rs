@@ -752,3 +752,17 @@ fn labels_removed_by_someone_are_restored_without_touching_keys() {
     assert_eq!(after.metadata.labels, before.metadata.labels);
     assert_eq!(after.data, before.data, "the keys are unchanged");
 }
+
+#[test]
+fn a_debug_printed_plan_shows_no_key_material() {
+    let w = World::new(spec(serde_json::json!({})));
+    let plan = w.plan();
+    let Some(Write::Secret(secret)) = &plan.write else { panic!("the first write is the Secret") };
+    let pem = String::from_utf8_lossy(&secret.data.as_ref().expect("data")[contract::NEXT_PRIVATE_KEY].0).into_owned();
+    let printed = format!("{plan:?}");
+    assert!(printed.contains("next.pem"), "{printed}");
+    assert!(!printed.contains("PRIVATE KEY") && !printed.contains(pem.lines().nth(1).unwrap_or("-")), "{printed}");
+    // ByteString's own Debug prints the bytes as numbers.
+    let as_numbers = format!("{:?}", &pem.as_bytes()[..12]);
+    assert!(!printed.contains(as_numbers.trim_matches(['[', ']'])), "{printed}");
+}

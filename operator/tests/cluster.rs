@@ -273,6 +273,25 @@ async fn operator_against_a_real_api_server() {
     })
     .await;
 
+    // --- Revoking the active key: it leaves the JWKS and a new key signs at once.
+    let patch = json!({"spec": {"revokedKeyIds": [second.clone()]}});
+    signing_keys.patch("api", &PatchParams::default(), &Patch::Merge(&patch)).await.expect("revoke");
+    let replaced = wait_for("the revoked key to be replaced", Duration::from_secs(15), || async {
+        let o = observe(&secrets, &config_maps, "api").await?;
+        (o.active != second && !o.published.contains(&second)).then_some(o)
+    })
+    .await;
+    assert_eq!(replaced.published, vec![replaced.active.clone()]);
+    let events: Api<Event> = Api::namespaced(client.clone(), NS);
+    wait_for("a KeyRevoked warning", Duration::from_secs(10), || async {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        list.items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("KeyRevoked") && e.type_.as_deref() == Some("Warning"))
+            .then_some(())
+    })
+    .await;
+
     // --- Someone else's Secret is left alone and reported.
     let foreign: Secret = serde_json::from_value(json!({
         "metadata": {"name": "other-signing-key", "namespace": NS},
@@ -289,7 +308,6 @@ async fn operator_against_a_real_api_server() {
         (ready_reason(&sk)? == ("False".into(), "SecretConflict".into())).then_some(())
     })
     .await;
-    let events: Api<Event> = Api::namespaced(client.clone(), NS);
     wait_for("a Conflict event", Duration::from_secs(10), || async {
         let list = events.list(&ListParams::default()).await.ok()?;
         list.items

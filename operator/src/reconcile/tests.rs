@@ -218,3 +218,13 @@ async fn a_write_conflict_is_an_error_for_the_backoff() {
     assert_eq!(error_policy(Arc::new(sk), &error, ctx.clone()), Action::requeue(Duration::from_secs(5)));
     assert_eq!(ctx.metrics.failures("write_conflict"), 1);
 }
+
+#[test]
+fn requeue_is_at_the_transition_never_before_it() {
+    let now: Timestamp = NOW.parse().expect("now");
+    let later = now.checked_add(Duration::from_secs(90)).expect("time");
+    assert_eq!(requeue(Some(later), now), Action::requeue(Duration::from_secs(91)));
+    let past = now.checked_sub(Duration::from_secs(5)).expect("time");
+    assert_eq!(requeue(Some(past), now), Action::requeue(Duration::from_secs(1)));
+    assert_eq!(requeue(None, now), Action::await_change());
+}

@@ -218,7 +218,9 @@ fn args(pairs: &[(&str, String)]) -> Vec<String> {
     pairs.iter().flat_map(|(k, v)| [(*k).to_owned(), v.clone()]).collect()
 }
 
-fn start_operator(kubeconfig: &std::path::Path, logs: &std::path::Path) -> Proc {
+/// Starts one operator (no leader election) with the kubeconfig given,
+/// logging into `logs`.
+pub fn start_operator(kubeconfig: &std::path::Path, logs: &std::path::Path) -> Proc {
     let admin_port = free_port();
     Proc::start(
         "operator",

@@ -106,6 +106,22 @@ async fn scheduled_rotation_survives_a_crash_and_a_lost_status() {
     let remove_at = time(&old["removeAt"]);
     assert_eq!(remove_at, time(&old["retiredAt"]) + Duration::from_secs(10));
 
+    // Each key has its own events: a second KeyGenerated is not merged into
+    // the first one's series (which would keep showing the first key's id).
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), &ns);
+    let notes = eventually("a KeyGenerated event for each key", Duration::from_secs(20), || async {
+        let list = events.list(&Default::default()).await.ok()?;
+        let notes: Vec<String> = list
+            .items
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("KeyGenerated"))
+            .filter_map(|e| e.note)
+            .collect();
+        (notes.iter().any(|n| n.contains(&kid1)) && notes.iter().any(|n| n.contains(&kid2))).then_some(notes)
+    })
+    .await;
+    assert_eq!(notes.len(), 2, "{notes:?}");
+
     // The retired key leaves the JWKS once retain has passed, not before.
     eventually("the retired key's removal", Duration::from_secs(60), || async {
         let cm = config_maps.get(&contract::default_jwks_config_map_name("sched")).await.ok()?;

@@ -112,14 +112,21 @@ pub struct Event {
     pub warning: bool,
     pub reason: &'static str,
     pub note: String,
+    /// The key the event is about, if one. Events about different keys must
+    /// not be merged into one series (kube's recorder keeps the first note).
+    pub key_id: Option<String>,
 }
 
 impl Event {
     fn normal(reason: &'static str, note: String) -> Event {
-        Event { warning: false, reason, note }
+        Event { warning: false, reason, note, key_id: None }
     }
     fn warning(reason: &'static str, note: String) -> Event {
-        Event { warning: true, reason, note }
+        Event { warning: true, reason, note, key_id: None }
+    }
+    fn about(mut self, kid: &str) -> Event {
+        self.key_id = Some(kid.to_owned());
+        self
     }
 }
 
@@ -254,14 +261,15 @@ impl Step<'_> {
                     return Decision::NeedKey(kind);
                 };
                 let note = format!("generated {kind} key {}; it is published before it signs", fresh.kid());
-                (self.slots.active.as_ref(), Some(fresh), vec![Event::normal("KeyGenerated", note)])
+                let event = Event::normal("KeyGenerated", note).about(fresh.kid());
+                (self.slots.active.as_ref(), Some(fresh), vec![event])
             }
             Transition::Activate => {
                 let kid = self.slots.next_kid().unwrap_or_default();
-                let mut events = vec![Event::normal("KeyActivated", format!("key {kid} now signs"))];
+                let mut events = vec![Event::normal("KeyActivated", format!("key {kid} now signs")).about(kid)];
                 if let Some(old) = self.slots.active_kid().filter(|k| self.revoked(k)) {
                     let note = format!("revoked active key {old} was replaced at once by key {kid}");
-                    events.push(Event::warning("KeyRevoked", note));
+                    events.push(Event::warning("KeyRevoked", note).about(old));
                 }
                 (self.slots.next.as_ref(), None, events)
             }
@@ -487,20 +495,20 @@ impl Step<'_> {
         for (kid, record) in &desired.records {
             let was = self.published.records.get(kid).filter(|_| self.published.jwks.contains_key(kid));
             if !self.published.jwks.contains_key(kid) {
-                events.push(Event::normal("KeyPublished", format!("published key {kid} in ConfigMap {cm}")));
+                events.push(Event::normal("KeyPublished", format!("published key {kid} in ConfigMap {cm}")).about(kid));
             }
             if record.state == KeyState::Retired && was.is_some_and(|r| r.state != KeyState::Retired) {
                 let until = record.remove_at.as_ref().map(|t| t.0.to_string()).unwrap_or_default();
                 let note = format!("key {kid} stopped signing; it stays published until {until}");
-                events.push(Event::normal("KeyRetired", note));
+                events.push(Event::normal("KeyRetired", note).about(kid));
             }
         }
         for kid in self.published.jwks.keys().filter(|k| !desired.jwks.contains_key(*k)) {
             if self.revoked(kid) {
                 let note = format!("withdrew revoked key {kid} from ConfigMap {cm}: tokens it signed no longer verify");
-                events.push(Event::warning("KeyRevoked", note));
+                events.push(Event::warning("KeyRevoked", note).about(kid));
             } else {
-                events.push(Event::normal("KeyRemoved", format!("removed key {kid} from ConfigMap {cm}")));
+                events.push(Event::normal("KeyRemoved", format!("removed key {kid} from ConfigMap {cm}")).about(kid));
             }
         }
         events

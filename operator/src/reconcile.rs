@@ -179,7 +179,9 @@ async fn publish(ctx: &Context, sk: &SigningKey, events: &[decide::Event]) {
             type_: if e.warning { EventType::Warning } else { EventType::Normal },
             reason: e.reason.to_owned(),
             note: Some(e.note.clone()),
-            action: "Reconcile".to_owned(),
+            // The recorder merges events by (reason, action, object) and keeps
+            // the first note, so an event about another key needs its own action.
+            action: e.key_id.as_ref().map_or_else(|| "Reconcile".to_owned(), |kid| format!("Reconcile/{kid}")),
             secondary: None,
         };
         if let Err(error) = ctx.recorder.publish(&event, &reference).await {

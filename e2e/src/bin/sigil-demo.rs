@@ -55,7 +55,7 @@ Press Ctrl-C to stop everything."#,
         secret = stack::CLIENT_SECRET,
         logs = logs.display(),
     );
-    let _ = tokio::signal::ctrl_c().await;
+    sigil_runtime::shutdown::signal().await;
     eprintln!("\nStopping...");
     drop(stack);
     // The control plane's watchdog stops it when this process exits.

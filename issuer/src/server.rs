@@ -13,7 +13,6 @@ use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use prometheus_client::registry::Registry;
 use sigil_runtime::admin::{self, Readiness};
 use sigil_runtime::watch::Changes;
@@ -85,38 +84,15 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
 async fn serve_http(listener: TcpListener, app: Router, shutdown: impl Future<Output = ()>) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
-    let graceful = GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, remote) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(e) => {
-                    // E.g. out of file descriptors: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        // Token responses are small; do not let Nagle hold them back.
-        let _ = stream.set_nodelay(true);
+    sigil_runtime::serve::connections(listener, shutdown, DRAIN_TIMEOUT, move |stream, remote| {
         let app = app.clone();
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
             request.extensions_mut().insert(ConnectInfo(remote));
             app.clone().oneshot(request.map(Body::new))
         });
-        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned());
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-        });
-    }
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
-        tracing::warn!("requests still open after the drain timeout; closing them");
-    }
+        builder.serve_connection(TokioIo::new(stream), service).into_owned()
+    })
+    .await;
 }
 
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {

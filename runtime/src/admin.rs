@@ -14,7 +14,6 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode, header};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
@@ -36,6 +35,9 @@ impl Readiness {
     }
 }
 
+/// Probes and scrapes are quick; a stuck one must not hold up shutdown.
+const ADMIN_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// OpenMetrics text exposition, what prometheus-client renders.
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -47,35 +49,16 @@ pub async fn serve(
     ready: Readiness,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let graceful = GracefulShutdown::new();
     let builder = auto::Builder::new(TokioExecutor::new());
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                // A failed accept (e.g. too many open files) must not end the admin port.
-                Err(e) => {
-                    tracing::warn!(error = %e, "admin accept failed");
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
+    crate::serve::connections(listener, shutdown, ADMIN_DRAIN, move |stream, _| {
         let (registry, ready) = (registry.clone(), ready.clone());
         let service = hyper::service::service_fn(move |req| {
             let response = respond(&req, &registry, &ready);
             async move { Ok::<_, Infallible>(response) }
         });
-        let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "admin connection ended with an error");
-            }
-        });
-    }
-    graceful.shutdown().await;
+        builder.serve_connection(TokioIo::new(stream), service).into_owned()
+    })
+    .await;
     Ok(())
 }
 

@@ -18,7 +18,6 @@ use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 
@@ -46,40 +45,15 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, limits: Limits, shu
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
-    let graceful = GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, remote) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(e) => {
-                    // E.g. out of file descriptors: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let _ = stream.set_nodelay(true);
+    sigil_runtime::serve::connections(listener, shutdown, limits.drain_timeout, move |stream, remote| {
         let proxy = Arc::clone(&proxy);
         let service = hyper::service::service_fn(move |req| {
             let proxy = Arc::clone(&proxy);
             async move { Ok::<_, Infallible>(proxy.handle(req, remote).await) }
         });
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    tracing::info!(timeout = ?limits.drain_timeout, "draining open connections");
-    if tokio::time::timeout(limits.drain_timeout, graceful.shutdown()).await.is_err() {
-        tracing::warn!("drain timed out; closing remaining connections");
-    }
+        builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned()
+    })
+    .await;
 }
 
 /// Binds `n` listeners to one address with `SO_REUSEPORT` (port 0 picks one

@@ -21,9 +21,10 @@ lint:
 	$(CARGO) deny --log-level error check bans licenses sources
 	shellcheck hack/*.sh hack/control-plane hack/tools/kubernetes/gen-replaces.sh
 
-## build: release binaries of the operator, issuer and sidecar
+## build: release binaries of the operator, issuer and sidecar (the Dockerfile's exact build)
 build:
-	$(CARGO) build --release --locked --bins
+	$(CARGO) build --release --locked -p sigil-operator -p sigil-issuer -p sigil-sidecar \
+		--bin sigil-operator --bin sigil-issuer --bin sigil-sidecar
 
 ## demo: the whole system on this machine (control plane, operator, issuer, sidecar, demo app)
 demo:

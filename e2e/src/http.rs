@@ -64,3 +64,11 @@ pub async fn post_form(
     all.extend_from_slice(headers);
     send(Method::POST, url, &all, form.to_owned()).await
 }
+
+/// Polls `url` until it answers 200 (a readiness probe), or panics after `timeout`.
+pub async fn wait_ok(url: &str, timeout: std::time::Duration) {
+    crate::eventually(url, timeout, || async {
+        get(url, &[]).await.ok().filter(|r| r.status == StatusCode::OK).map(|_| ())
+    })
+    .await;
+}

@@ -158,13 +158,8 @@ impl Stack {
             mounts,
             kubeconfig,
         };
-        for admin in [stack.issuer_admin.clone(), stack.sidecar_admin.clone()] {
-            let url = format!("{admin}/readyz");
-            eventually(&url, Duration::from_secs(60), || {
-                let url = url.clone();
-                async move { http::get(&url, &[]).await.ok().filter(|r| r.status.is_success()).map(|_| ()) }
-            })
-            .await;
+        for admin in [&stack.issuer_admin, &stack.sidecar_admin] {
+            http::wait_ok(&format!("{admin}/readyz"), Duration::from_secs(60)).await;
         }
         stack.assert_running();
         stack

@@ -791,13 +791,8 @@ fn container<'a>(docs: &'a [Value], deployment: &str, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no container {name} in {deployment}"))
 }
 
-async fn wait_ready(what: &str, admin_port: u16) {
-    let url = format!("http://127.0.0.1:{admin_port}/readyz");
-    eventually(what, Duration::from_secs(30), || {
-        let url = url.clone();
-        async move { sigil_e2e::http::get(&url, &[]).await.ok().filter(|r| r.status == 200).map(|_| ()) }
-    })
-    .await;
+async fn wait_ready(admin_port: u16) {
+    sigil_e2e::http::wait_ok(&format!("http://127.0.0.1:{admin_port}/readyz"), Duration::from_secs(30)).await;
 }
 
 #[tokio::test]
@@ -855,8 +850,8 @@ async fn the_kind_demo_works_with_its_exact_command_lines_and_files_as_local_pro
     let (sidecar_args, sidecar_ports) = localize(&sidecar_args, &root);
     let _sidecar = Proc::start("sidecar", &binary("sigil-sidecar", "sigil-sidecar"), &sidecar_args, &[], &logs);
 
-    wait_ready("the issuer", issuer_ports["--admin-listen"]).await;
-    wait_ready("the sidecar", sidecar_ports["--admin-listen"]).await;
+    wait_ready(issuer_ports["--admin-listen"]).await;
+    wait_ready(sidecar_ports["--admin-listen"]).await;
 
     // What hack/kind-demo.sh does, against the same credentials.
     let basic = base64::engine::general_purpose::STANDARD.encode("demo-client:demo-secret-change-me");

@@ -45,7 +45,9 @@ impl ControlPlane {
         })
     }
 
-    fn start() -> ControlPlane {
+    /// A control plane of its own, without the CRD, for a test that installs
+    /// it itself. Stopped when this process exits.
+    pub fn start() -> ControlPlane {
         // Under target/, so `cargo clean` removes what earlier runs left.
         let dir = repo_root().join("target").join("e2e").join(format!("control-plane-{}", std::process::id()));
         let script = repo_root().join("hack").join("control-plane");

@@ -3,7 +3,6 @@
 //! applied, SigningKeys are created, and what lands in the cluster is checked.
 //! Every wait is bounded, so a broken operator fails the test, never hangs it.
 
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -12,67 +11,14 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, CustomResourceExt, ResourceExt};
+use kube::{CustomResourceExt, ResourceExt};
 use serde_json::json;
 use sigil_api::contract::{self, SecretKeys};
 use sigil_api::jwk::JwkSet;
 use sigil_api::signing_key::{KeyState, SigningKey};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use sigil_e2e::{ControlPlane, eventually};
 
 const NS: &str = "sigil-it";
-
-/// The control plane, stopped when the test ends however it ends (the
-/// script's `--watch-pid` covers a killed test process too).
-struct ControlPlane {
-    dir: PathBuf,
-    repo: PathBuf,
-}
-
-impl ControlPlane {
-    fn up() -> ControlPlane {
-        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf();
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("operator-cluster-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let status = Command::new(repo.join("hack/control-plane"))
-            .args(["up", dir.to_str().expect("utf-8 path"), "--watch-pid", &std::process::id().to_string()])
-            .env("SIGIL_CONTROL_PLANE_TIMEOUT", "120")
-            .stdout(Stdio::null())
-            .status()
-            .expect("run hack/control-plane");
-        assert!(
-            status.success(),
-            "hack/control-plane up failed (see its output above; binaries: hack/build-binaries.sh)"
-        );
-        ControlPlane { dir, repo }
-    }
-
-    fn kubeconfig(&self) -> PathBuf {
-        self.dir.join("kubeconfig")
-    }
-
-    async fn client(&self) -> Client {
-        let kubeconfig = Kubeconfig::read_from(self.kubeconfig()).expect("kubeconfig");
-        let config =
-            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.expect("config");
-        Client::try_from(config).expect("client")
-    }
-}
-
-impl Drop for ControlPlane {
-    fn drop(&mut self) {
-        // Keep the logs of a failed run (the operators' are logs/operator-*.log).
-        let keep = std::thread::panicking();
-        let mut down = Command::new(self.repo.join("hack/control-plane"));
-        down.args(["down", self.dir.to_str().unwrap_or_default()]);
-        if keep {
-            eprintln!("logs kept in {}", self.dir.join("logs").display());
-        } else {
-            down.arg("--clean");
-        }
-        let _ = down.stderr(Stdio::null()).status();
-    }
-}
 
 /// The operator process, killed when the test ends.
 struct Operator {
@@ -87,7 +33,7 @@ impl Operator {
         let child = Command::new(env!("CARGO_BIN_EXE_sigil-operator"))
             .args(["--namespace", NS, "--lease-namespace", NS, "--identity", identity, "--log-format", "text"])
             .args(["--admin-listen", &admin.to_string()])
-            .env("KUBECONFIG", cluster.kubeconfig())
+            .env("KUBECONFIG", &cluster.kubeconfig)
             .env("RUST_LOG", "info,kube=warn")
             .stdout(Stdio::null())
             .stderr(log)
@@ -117,22 +63,6 @@ impl Operator {
             assert!(start.elapsed() < limit, "operator did not exit within {limit:?} of SIGTERM");
             std::thread::sleep(Duration::from_millis(100));
         }
-    }
-}
-
-/// Polls `check` until it returns `Some`, or fails after `limit`.
-async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -177,13 +107,10 @@ async fn observe(secrets: &Api<Secret>, config_maps: &Api<ConfigMap>, name: &str
     })
 }
 
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect admin");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.expect("write");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.expect("read");
-    response
+/// GET on an operator's admin port: (status, body).
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let reply = sigil_e2e::http::get(&format!("http://{addr}{path}"), &[]).await.expect("admin port answers");
+    (reply.status.as_u16(), reply.text())
 }
 
 fn signing_key(name: &str, spec: serde_json::Value) -> SigningKey {
@@ -194,13 +121,14 @@ fn signing_key(name: &str, spec: serde_json::Value) -> SigningKey {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_against_a_real_api_server() {
-    let cluster = ControlPlane::up();
+    // A control plane of this test's own: it installs the CRD as the binary prints it.
+    let cluster = ControlPlane::start();
     let client = cluster.client().await;
 
     // The CRD, as the binary prints it, established.
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     crds.create(&PostParams::default(), &SigningKey::crd()).await.expect("create CRD");
-    wait_for("the CRD to be established", Duration::from_secs(30), || async {
+    eventually("the CRD to be established", Duration::from_secs(30), || async {
         let crd = crds.get("signingkeys.sigil.dev").await.ok()?;
         let established = crd.status?.conditions?.iter().any(|c| c.type_ == "Established" && c.status == "True");
         established.then_some(())
@@ -218,7 +146,7 @@ async fn operator_against_a_real_api_server() {
     // --- Creation: Ready, and the Secret and ConfigMap agree.
     let spec = json!({"algorithm": "ES256", "rotation": {"every": "1h", "prePublish": "5s", "retain": "8s"}});
     signing_keys.create(&PostParams::default(), &signing_key("api", spec)).await.expect("create SigningKey");
-    let sk = wait_for("SigningKey api to be Ready", Duration::from_secs(30), || async {
+    let sk = eventually("SigningKey api to be Ready", Duration::from_secs(30), || async {
         let sk = signing_keys.get("api").await.ok()?;
         (ready_reason(&sk)? == ("True".into(), "KeyActive".into())).then_some(sk)
     })
@@ -247,7 +175,7 @@ async fn operator_against_a_real_api_server() {
     // --- Manual rotation: pre-published for 5s, then active, then the old key retires and leaves after 8s.
     let patch = json!({"metadata": {"annotations": {contract::ANNOTATION_ROTATE: "1"}}});
     signing_keys.patch("api", &PatchParams::default(), &Patch::Merge(&patch)).await.expect("annotate");
-    let rotating = wait_for("the next key to be published", Duration::from_secs(15), || async {
+    let rotating = eventually("the next key to be published", Duration::from_secs(15), || async {
         let o = observe(&secrets, &config_maps, "api").await?;
         o.next.clone().filter(|n| o.published.contains(n)).map(|_| o)
     })
@@ -255,7 +183,7 @@ async fn operator_against_a_real_api_server() {
     let second = rotating.next.clone().expect("next");
     assert_eq!(rotating.active, first.active, "the next key does not sign before prePublish");
     let published_at = Instant::now();
-    let rotated = wait_for("the next key to be activated", Duration::from_secs(20), || async {
+    let rotated = eventually("the next key to be activated", Duration::from_secs(20), || async {
         let o = observe(&secrets, &config_maps, "api").await?;
         (o.active == second && o.records.iter().any(|r| r.key_id == first.active && r.state == KeyState::Retired))
             .then_some(o)
@@ -267,7 +195,7 @@ async fn operator_against_a_real_api_server() {
         [contract::ANNOTATION_ROTATE_HANDLED]
         .clone();
     assert_eq!(handled, "1");
-    wait_for("the retired key to be removed", Duration::from_secs(20), || async {
+    eventually("the retired key to be removed", Duration::from_secs(20), || async {
         let o = observe(&secrets, &config_maps, "api").await?;
         (o.published == vec![second.clone()]).then_some(())
     })
@@ -276,14 +204,14 @@ async fn operator_against_a_real_api_server() {
     // --- Revoking the active key: it leaves the JWKS and a new key signs at once.
     let patch = json!({"spec": {"revokedKeyIds": [second.clone()]}});
     signing_keys.patch("api", &PatchParams::default(), &Patch::Merge(&patch)).await.expect("revoke");
-    let replaced = wait_for("the revoked key to be replaced", Duration::from_secs(15), || async {
+    let replaced = eventually("the revoked key to be replaced", Duration::from_secs(15), || async {
         let o = observe(&secrets, &config_maps, "api").await?;
         (o.active != second && !o.published.contains(&second)).then_some(o)
     })
     .await;
     assert_eq!(replaced.published, vec![replaced.active.clone()]);
     let events: Api<Event> = Api::namespaced(client.clone(), NS);
-    wait_for("a KeyRevoked warning", Duration::from_secs(10), || async {
+    eventually("a KeyRevoked warning", Duration::from_secs(10), || async {
         let list = events.list(&ListParams::default()).await.ok()?;
         list.items
             .iter()
@@ -303,12 +231,12 @@ async fn operator_against_a_real_api_server() {
         .create(&PostParams::default(), &signing_key("other", json!({"algorithm": "EdDSA"})))
         .await
         .expect("create");
-    wait_for("SigningKey other to report SecretConflict", Duration::from_secs(20), || async {
+    eventually("SigningKey other to report SecretConflict", Duration::from_secs(20), || async {
         let sk = signing_keys.get("other").await.ok()?;
         (ready_reason(&sk)? == ("False".into(), "SecretConflict".into())).then_some(())
     })
     .await;
-    wait_for("a Conflict event", Duration::from_secs(10), || async {
+    eventually("a Conflict event", Duration::from_secs(10), || async {
         let list = events.list(&ListParams::default()).await.ok()?;
         list.items
             .iter()
@@ -325,15 +253,16 @@ async fn operator_against_a_real_api_server() {
     assert!(config_maps.get_opt("other-jwks").await.expect("get").is_none(), "nothing is published for it");
 
     // --- Metrics on the admin port.
-    let metrics = http_get(operator.admin, "/metrics").await;
+    let (status, metrics) = http_get(operator.admin, "/metrics").await;
+    assert_eq!(status, 200, "{metrics}");
     assert!(metrics.contains("sigil_operator_reconciles_total"), "{metrics}");
     assert!(metrics.contains("sigil_operator_reconcile_failures_total{reason=\"secret_conflict\"}"), "{metrics}");
     assert!(metrics.contains("sigil_operator_keys{state=\"Active\"} 1"), "{metrics}");
-    assert!(http_get(operator.admin, "/readyz").await.starts_with("HTTP/1.1 200"));
+    assert_eq!(http_get(operator.admin, "/readyz").await.0, 200);
 
     // --- Deleting the SigningKey garbage-collects its Secret and ConfigMap.
     signing_keys.delete("api", &DeleteParams::foreground()).await.expect("delete");
-    wait_for("the Secret and ConfigMap to be collected", Duration::from_secs(30), || async {
+    eventually("the Secret and ConfigMap to be collected", Duration::from_secs(30), || async {
         let secret = secrets.get_opt("api-signing-key").await.ok()?;
         let cm = config_maps.get_opt("api-jwks").await.ok()?;
         (secret.is_none() && cm.is_none()).then_some(())
@@ -347,15 +276,15 @@ async fn operator_against_a_real_api_server() {
     let standby = Operator::start(&cluster, "b");
     let leases: Api<Lease> = Api::namespaced(client.clone(), NS);
     let holder = |lease: &Lease| lease.spec.as_ref().and_then(|s| s.holder_identity.clone());
-    wait_for("the standby to be ready", Duration::from_secs(15), || async {
+    eventually("the standby to be ready", Duration::from_secs(15), || async {
         let ok = tokio::net::TcpStream::connect(standby.admin).await.is_ok();
-        (ok && http_get(standby.admin, "/readyz").await.starts_with("HTTP/1.1 200")).then_some(())
+        (ok && http_get(standby.admin, "/readyz").await.0 == 200).then_some(())
     })
     .await;
     assert_eq!(holder(&leases.get("sigil-operator").await.expect("lease")).as_deref(), Some("a"));
     let exit = operator.terminate(Duration::from_secs(15));
     assert!(exit.success(), "graceful shutdown exits 0, got {exit}");
-    let lease = wait_for("the standby to take the lease", Duration::from_secs(15), || async {
+    let lease = eventually("the standby to take the lease", Duration::from_secs(15), || async {
         let lease = leases.get("sigil-operator").await.ok()?;
         (holder(&lease).as_deref() == Some("b")).then_some(lease)
     })
@@ -365,7 +294,7 @@ async fn operator_against_a_real_api_server() {
         .create(&PostParams::default(), &signing_key("after", json!({"algorithm": "ES256"})))
         .await
         .expect("create");
-    wait_for("the new leader to make SigningKey after Ready", Duration::from_secs(20), || async {
+    eventually("the new leader to make SigningKey after Ready", Duration::from_secs(20), || async {
         let sk = signing_keys.get("after").await.ok()?;
         (ready_reason(&sk)? == ("True".into(), "KeyActive".into())).then_some(())
     })

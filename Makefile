@@ -1,7 +1,7 @@
 # Sigil's developer entry points. README.md explains each.
 CARGO ?= cargo
 
-.PHONY: all generate check-generated lint test build demo kind-demo control-plane-binaries
+.PHONY: all generate check-generated lint test build image demo demo-local kind-demo control-plane-binaries
 
 all: lint test
 
@@ -19,22 +19,30 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 	$(CARGO) deny --log-level error check bans licenses sources
-	shellcheck hack/*.sh hack/control-plane hack/tools/kubernetes/gen-replaces.sh
+	shellcheck -x hack/*.sh hack/control-plane hack/tools/kubernetes/gen-replaces.sh
 
-## build: release binaries of the operator, issuer and sidecar (the Dockerfile's exact build)
+## build: release binaries of the operator, issuer, sidecar and demo app (the Dockerfile's exact build)
 build:
-	$(CARGO) build --release --locked -p sigil-operator -p sigil-issuer -p sigil-sidecar \
-		--bin sigil-operator --bin sigil-issuer --bin sigil-sidecar
+	$(CARGO) build --release --locked -p sigil-operator -p sigil-issuer -p sigil-sidecar -p sigil-e2e \
+		--bin sigil-operator --bin sigil-issuer --bin sigil-sidecar --bin sigil-demo-app
 
-## demo: the whole system on this machine (control plane, operator, issuer, sidecar, demo app)
+## image: the sigil-operator, sigil-issuer, sigil-sidecar and sigil-demo-app images, as archives in target/images
+image:
+	hack/build-images.sh
+
+## demo: Sigil as pods on this machine (control plane, node, Helm chart, demo app); needs root
 demo:
+	hack/demo.sh
+
+## demo-local: the faster demo without pods: the same binaries as local processes
+demo-local:
 	$(CARGO) run -q -p sigil-e2e --bin sigil-demo
 
 ## kind-demo: Sigil on a local kind cluster (needs docker, kind, kubectl, helm): 200 with a token, 401 without
 kind-demo:
 	hack/kind-demo.sh
 
-## control-plane-binaries: build (once, cached) kube-apiserver, etcd, kube-controller-manager, kubectl, helm
+## control-plane-binaries: build (once, cached) etcd, the Kubernetes binaries, kubectl, helm and crictl
 control-plane-binaries:
 	hack/build-binaries.sh
 

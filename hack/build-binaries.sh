@@ -2,6 +2,8 @@
 # Builds the local control plane's binaries from Go modules and prints the one
 # directory that holds all of them:
 #   kube-apiserver kube-controller-manager kubectl etcd helm
+# and, for the node mode (hack/control-plane --node):
+#   kube-scheduler kubelet kube-proxy crictl
 #
 # Versions are the ones pinned in hack/tools/{kubernetes,etcd,helm}/go.mod, so
 # bumping a version is a go.mod change and nothing here. Each binary is cached
@@ -64,6 +66,10 @@ module_version() {
 k8s_version=$(module_version "${tools}/kubernetes" k8s.io/kubernetes)
 etcd_version=$(module_version "${tools}/etcd" go.etcd.io/etcd/server/v3)
 helm_version=$(module_version "${tools}/helm" helm.sh/helm/v3)
+crictl_version=$(module_version "${tools}/cri-tools" sigs.k8s.io/cri-tools)
+
+# Every Kubernetes binary the harness runs, all from the one pinned release.
+k8s_names=(kube-apiserver kube-controller-manager kubectl kube-scheduler kubelet kube-proxy)
 
 cache=${SIGIL_CACHE_DIR:-${HOME}/.cache/sigil}
 bin="${cache}/bin"
@@ -106,7 +112,7 @@ install_built() {
 }
 
 build_kubernetes() {
-	local names=(kube-apiserver kube-controller-manager kubectl) name missing=0
+	local names=("${k8s_names[@]}") name missing=0
 	for name in "${names[@]}"; do
 		[[ -x $(binary_path "$name" "$k8s_version") ]] || missing=1
 	done
@@ -126,10 +132,9 @@ build_kubernetes() {
 		ldflags+=" -X ${pkg}.gitCommit="
 	done
 	tmp=$(scratch)
+	# One go build for all of them: they share most packages.
 	(cd "${tools}/kubernetes" && go_build -tags selinux,notest,grpcnotrace -ldflags "$ldflags" -o "${tmp}/" \
-		k8s.io/kubernetes/cmd/kube-apiserver \
-		k8s.io/kubernetes/cmd/kube-controller-manager \
-		k8s.io/kubernetes/cmd/kubectl)
+		"${names[@]/#/k8s.io/kubernetes/cmd/}")
 	for name in "${names[@]}"; do
 		install_built "$tmp" "$name" "$k8s_version"
 	done
@@ -163,17 +168,31 @@ build_helm() {
 	install_built "$tmp" helm "$helm_version"
 }
 
+build_crictl() {
+	[[ -x $(binary_path crictl "$crictl_version") ]] && return 0
+	log "building crictl ${crictl_version}"
+	local tmp
+	tmp=$(scratch)
+	(cd "${tools}/cri-tools" && go_build -ldflags "-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=${crictl_version}" \
+		-o "${tmp}/crictl" sigs.k8s.io/cri-tools/cmd/crictl)
+	install_built "$tmp" crictl "$crictl_version"
+}
+
 start=$SECONDS
 build_etcd
 build_helm
+build_crictl
 build_kubernetes
 (((SECONDS - start) > 1)) && log "built in $((SECONDS - start))s"
 
 # One directory per combination of versions, so a bump never mixes releases.
-farm="${bin}/current-k8s-${k8s_version}-etcd-${etcd_version}-helm-${helm_version}"
+farm="${bin}/current-k8s-${k8s_version}-etcd-${etcd_version}-helm-${helm_version}-crictl-${crictl_version}"
 mkdir -p "$farm"
-for pair in kube-apiserver:"$k8s_version" kube-controller-manager:"$k8s_version" kubectl:"$k8s_version" \
-	etcd:"$etcd_version" helm:"$helm_version"; do
+pairs=(etcd:"$etcd_version" helm:"$helm_version" crictl:"$crictl_version")
+for name in "${k8s_names[@]}"; do
+	pairs+=("${name}:${k8s_version}")
+done
+for pair in "${pairs[@]}"; do
 	name=${pair%%:*}
 	ln -sfn "$(binary_path "$name" "${pair#*:}")" "${farm}/${name}"
 done

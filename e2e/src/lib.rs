@@ -4,10 +4,14 @@
 //! the test process exits, however it exits.
 //!
 //! Tests share the control plane and isolate themselves by namespace.
-//! [`mount`] stands in for the kubelet's Secret and ConfigMap volumes.
+//! [`mount`] stands in for the kubelet's Secret and ConfigMap volumes, for
+//! fast tests; [`ControlPlane::with_node`] runs the real thing: a kubelet,
+//! containerd and kube-proxy beside the control plane, and Sigil's images, so
+//! [`pods`] tests run Sigil as pods.
 
 pub mod http;
 pub mod mount;
+pub mod pods;
 pub mod process;
 pub mod stack;
 
@@ -25,6 +29,9 @@ pub struct ControlPlane {
     pub kubeconfig: PathBuf,
     pub kubectl: PathBuf,
     pub helm: PathBuf,
+    /// With a node: its address (the bridge pods hang off), where NodePorts
+    /// and pod IPs are reachable from this machine.
+    pub node_ip: Option<String>,
 }
 
 /// The repository root (tests run with the crate directory as cwd).
@@ -45,15 +52,39 @@ impl ControlPlane {
         })
     }
 
+    /// The control plane of this test process with a node (one per machine
+    /// at a time: `hack/control-plane --node`), Sigil's images imported and
+    /// the CRD installed. Started on first use, stopped (and the machine
+    /// restored) when this process exits.
+    pub fn with_node() -> &'static ControlPlane {
+        static NODE: OnceLock<ControlPlane> = OnceLock::new();
+        NODE.get_or_init(|| {
+            let mut args = vec!["--node".to_owned()];
+            for image in images() {
+                args.push("--image".to_owned());
+                args.push(image.to_string_lossy().into_owned());
+            }
+            let cp = ControlPlane::launch("node", &args);
+            cp.kubectl_ok(&["apply", "--server-side", "-f", &repo_root().join("crds").to_string_lossy()]);
+            cp.kubectl_ok(&["wait", "--for=condition=Established", "crd/signingkeys.sigil.dev", "--timeout=60s"]);
+            cp
+        })
+    }
+
     /// A control plane of its own, without the CRD, for a test that installs
     /// it itself. Stopped when this process exits.
     pub fn start() -> ControlPlane {
+        ControlPlane::launch("control-plane", &[])
+    }
+
+    fn launch(kind: &str, extra: &[String]) -> ControlPlane {
         // Under target/, so `cargo clean` removes what earlier runs left.
-        let dir = repo_root().join("target").join("e2e").join(format!("control-plane-{}", std::process::id()));
+        let dir = repo_root().join("target").join("e2e").join(format!("{kind}-{}", std::process::id()));
         let script = repo_root().join("hack").join("control-plane");
         let out = Command::new(&script)
             .arg("up")
             .arg(&dir)
+            .args(extra)
             .args(["--watch-pid", &std::process::id().to_string()])
             .output()
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
@@ -64,13 +95,21 @@ impl ControlPlane {
             String::from_utf8_lossy(&out.stderr)
         );
         let env = String::from_utf8_lossy(&out.stdout);
-        let var = |name: &str| -> PathBuf {
+        let value = |name: &str| -> Option<String> {
             env.lines()
                 .find_map(|l| l.strip_prefix(&format!("export {name}=")))
-                .map(|v| PathBuf::from(v.trim_matches('"').trim_matches('\'')))
-                .unwrap_or_else(|| panic!("hack/control-plane did not print {name}:\n{env}"))
+                .map(|v| v.trim_matches('"').trim_matches('\'').to_owned())
         };
-        ControlPlane { kubeconfig: var("KUBECONFIG"), kubectl: var("SIGIL_KUBECTL"), helm: var("SIGIL_HELM"), dir }
+        let var = |name: &str| -> PathBuf {
+            value(name).map(PathBuf::from).unwrap_or_else(|| panic!("hack/control-plane did not print {name}:\n{env}"))
+        };
+        ControlPlane {
+            kubeconfig: var("KUBECONFIG"),
+            kubectl: var("SIGIL_KUBECTL"),
+            helm: var("SIGIL_HELM"),
+            node_ip: value("SIGIL_NODE_IP"),
+            dir,
+        }
     }
 
     /// An admin client for this control plane.
@@ -152,6 +191,19 @@ impl ControlPlane {
         self.kubectl_ok(&["create", "namespace", &name]);
         name
     }
+}
+
+/// Sigil's image archives (`hack/build-images.sh`), built from the current
+/// code first.
+pub fn images() -> Vec<PathBuf> {
+    let script = repo_root().join("hack").join("build-images.sh");
+    let out = Command::new(&script)
+        .arg("--archive")
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    assert!(out.status.success(), "hack/build-images.sh failed");
+    String::from_utf8_lossy(&out.stdout).lines().map(PathBuf::from).collect()
 }
 
 /// Polls `check` every 100 ms until it returns `Some`, or panics after

@@ -181,15 +181,30 @@ impl Stack {
 
     /// A fresh access token from the issuer (client credentials).
     pub async fn token(&self) -> String {
+        match self.try_token().await {
+            Ok(token) => token,
+            Err(why) => panic!("token request failed: {why}"),
+        }
+    }
+
+    /// A token, or why the issuer gave none. For polling across moments when
+    /// the issuer is briefly not ready (an emergency revocation leaves it
+    /// without a published key for a few milliseconds and it answers 503).
+    pub async fn try_token(&self) -> Result<String, String> {
         let reply = http::post_form(
             &format!("{}/token", self.issuer_url),
             &format!("grant_type=client_credentials&client_id={CLIENT_ID}&client_secret={CLIENT_SECRET}"),
             &[],
         )
         .await
-        .expect("token request");
-        assert!(reply.status.is_success(), "token request failed: {} {}", reply.status, reply.text());
-        reply.json()["access_token"].as_str().expect("access_token").to_owned()
+        .map_err(|e| e.to_string())?;
+        if !reply.status.is_success() {
+            return Err(format!("{} {}", reply.status, reply.text()));
+        }
+        reply.json()["access_token"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| format!("no access_token: {}", reply.text()))
     }
 
     /// Calls the app through the sidecar, with `token` as Bearer if given.

@@ -4,19 +4,17 @@
 //! Security "restricted" (the ReplicaSet controller must be able to create
 //! every pod); the operator's RBAC allows what it calls and nothing more; the
 //! examples apply; and the binaries accept the flags the chart and the
-//! examples pass them. Pods never run (there is no kubelet), which is expected;
-//! what `hack/kind-demo.sh` would do inside kind is run instead as local
-//! processes with the same command lines and files.
+//! examples pass them. Pods are admitted here but never run (this control
+//! plane has no kubelet); `tests/pods.rs` runs them on a real node.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::Value;
-use sigil_e2e::process::{Proc, binary, free_port};
+use sigil_e2e::process::binary;
 use sigil_e2e::{ControlPlane, eventually, repo_root};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -272,8 +270,10 @@ fn chart_and_example_versions_follow_the_workspace() {
     assert_eq!(chart["appVersion"], VERSION, "Chart.yaml appVersion");
     let demo = documents(&std::fs::read_to_string(repo_root().join("examples/demo-app.yaml")).expect("demo app"));
     let containers = &named(&demo, "Deployment", "demo-app")["spec"]["template"]["spec"]["containers"];
-    let sidecar = containers.as_array().expect("containers").iter().find(|c| c["name"] == "sigil-sidecar");
-    assert_eq!(sidecar.expect("sidecar container")["image"], format!("sigil:{VERSION}"));
+    for (name, image) in [("sigil-sidecar", "sigil-sidecar"), ("app", "sigil-demo-app")] {
+        let container = containers.as_array().expect("containers").iter().find(|c| c["name"] == name);
+        assert_eq!(container.expect("container")["image"], format!("{image}:{VERSION}"));
+    }
 }
 
 #[test]
@@ -282,10 +282,10 @@ fn the_example_clients_file_parses_and_holds_the_documented_demo_secret() {
     let clients = named(&docs, "Secret", "sigil-demo-clients")["stringData"]["clients.yaml"].as_str().expect("text");
     let registry = sigil_issuer::clients::Registry::parse(clients, 0).expect("the issuer accepts the example");
     let client = &registry.clients["demo-client"];
-    // hack/kind-demo.sh logs in with this secret.
+    // hack/demo.sh and hack/kind-demo.sh log in with this secret.
     assert!(client.secret_hash.verify(b"demo-secret-change-me"));
     assert!(!client.secret_hash.verify(b"demo-secret-change-me "));
-    let script = std::fs::read_to_string(repo_root().join("hack/kind-demo.sh")).expect("kind-demo.sh");
+    let script = std::fs::read_to_string(repo_root().join("hack/demo-steps.sh")).expect("demo-steps.sh");
     assert!(script.contains("client_secret=demo-secret-change-me") && script.contains("client_id=demo-client"));
 }
 
@@ -664,7 +664,15 @@ async fn the_examples_apply_in_a_restricted_namespace() {
 /// A container's command, arguments and environment, with fieldRef values
 /// filled in as the kubelet would.
 fn command_line(container: &Value) -> (String, Vec<String>, Vec<(String, String)>) {
-    let command = container["command"][0].as_str().expect("command").to_owned();
+    // Without a command the image's entrypoint runs: /usr/local/bin/<image name>.
+    let command = container["command"][0].as_str().map_or_else(
+        || {
+            let image = container["image"].as_str().expect("image");
+            let name = image.rsplit('/').next().and_then(|n| n.split([':', '@']).next()).expect("image name");
+            format!("/usr/local/bin/{name}")
+        },
+        str::to_owned,
+    );
     let args =
         container["args"].as_array().expect("args").iter().map(|a| a.as_str().expect("arg").to_owned()).collect();
     let env = container["env"]
@@ -757,126 +765,6 @@ fn the_binaries_accept_the_flags_the_chart_and_the_examples_pass() {
         seen.insert(name);
     }
     assert_eq!(seen, set(&["sigil-issuer".into(), "sigil-operator".into(), "sigil-sidecar".into()]));
-}
-
-// ---------------------------------------------------------------------------
-// The kind demo, minus Kubernetes: the same command lines and files as local
-// processes.
-
-/// `args` with every `0.0.0.0:PORT` listen address moved to a free loopback
-/// port (returned per flag) and every `/etc/sigil/` path moved under `root`.
-fn localize(args: &[String], root: &Path) -> (Vec<String>, BTreeMap<String, u16>) {
-    let mut ports = BTreeMap::new();
-    let args = args
-        .iter()
-        .map(|a| {
-            if let Some((flag, _)) = a.split_once("=0.0.0.0:") {
-                let port = free_port();
-                ports.insert(flag.to_owned(), port);
-                format!("{flag}=127.0.0.1:{port}")
-            } else {
-                a.replace("/etc/sigil/", &format!("{}/", root.display()))
-            }
-        })
-        .collect();
-    (args, ports)
-}
-
-fn container<'a>(docs: &'a [Value], deployment: &str, name: &str) -> &'a Value {
-    named(docs, "Deployment", deployment)["spec"]["template"]["spec"]["containers"]
-        .as_array()
-        .expect("containers")
-        .iter()
-        .find(|c| c["name"] == name)
-        .unwrap_or_else(|| panic!("no container {name} in {deployment}"))
-}
-
-async fn wait_ready(admin_port: u16) {
-    sigil_e2e::http::wait_ok(&format!("http://127.0.0.1:{admin_port}/readyz"), Duration::from_secs(30)).await;
-}
-
-#[tokio::test]
-async fn the_kind_demo_works_with_its_exact_command_lines_and_files_as_local_processes() {
-    let cp = ControlPlane::shared();
-    let root = cp.dir.join("kind-demo-local");
-    let logs = root.join("logs");
-    let read = |path: &str| std::fs::read_to_string(repo_root().join(path)).expect("read example");
-
-    // The files the kubelet would mount: the key of examples/signingkey.yaml
-    // laid out as its Secret and ConfigMap (docs/contract.md), and the
-    // clients file of examples/issuer-clients.yaml.
-    let signing_key = documents(&read("examples/signingkey.yaml")).remove(0);
-    let alg: sigil_api::Algorithm = signing_key["spec"]["algorithm"].as_str().expect("alg").parse().expect("alg");
-    let bits = signing_key["spec"]["keySize"].as_u64().map(|b| u32::try_from(b).expect("bits"));
-    let key = sigil_api::keys::PrivateKey::generate(alg, bits).expect("key");
-    let key_dir = root.join("signing-key");
-    std::fs::create_dir_all(&key_dir).expect("key dir");
-    std::fs::write(key_dir.join("private.pem"), key.to_pkcs8_pem().as_bytes()).expect("private.pem");
-    std::fs::write(key_dir.join("kid"), key.kid()).expect("kid");
-    std::fs::write(key_dir.join("alg"), alg.as_str()).expect("alg");
-    std::fs::create_dir_all(root.join("jwks")).expect("jwks dir");
-    let jwks = sigil_api::jwk::JwkSet { keys: vec![key.public_jwk().clone()] };
-    std::fs::write(root.join("jwks/jwks.json"), jwks.to_json()).expect("jwks.json");
-    let clients = documents(&read("examples/issuer-clients.yaml"));
-    let clients = named(&clients, "Secret", "sigil-demo-clients")["stringData"]["clients.yaml"].as_str().expect("text");
-    std::fs::create_dir_all(root.join("clients")).expect("clients dir");
-    std::fs::write(root.join("clients/clients.yaml"), clients).expect("clients.yaml");
-
-    // The issuer exactly as the chart runs it with the demo's values.
-    let chart = render(cp, "sigil", &ci_values("kind-demo-values.yaml"), &[]);
-    let (_, issuer_args, issuer_env) = command_line(container(&chart, "sigil-issuer", "issuer"));
-    let (issuer_args, issuer_ports) = localize(&issuer_args, &root);
-    let env: Vec<(&str, &str)> = issuer_env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let _issuer = Proc::start("issuer", &binary("sigil-issuer", "sigil-issuer"), &issuer_args, &env, &logs);
-
-    // The demo app's two containers exactly as examples/demo-app.yaml runs them.
-    let demo = documents(&read("examples/demo-app.yaml"));
-    let script = named(&demo, "ConfigMap", "demo-app")["data"]["server.py"].as_str().expect("server.py");
-    let app_port = free_port();
-    assert_eq!(script.matches("8080").count(), 1, "the app's port appears once in server.py");
-    std::fs::write(root.join("server.py"), script.replace("8080", &app_port.to_string())).expect("server.py");
-    let app_command: Vec<String> = container(&demo, "demo-app", "app")["command"]
-        .as_array()
-        .expect("command")
-        .iter()
-        .map(|a| a.as_str().expect("arg").replace("/app/", &format!("{}/", root.display())))
-        .collect();
-    let _app = Proc::start("demo-app", Path::new(&app_command[0]), &app_command[1..], &[], &logs);
-    let (_, sidecar_args, _) = command_line(container(&demo, "demo-app", "sigil-sidecar"));
-    let sidecar_args: Vec<String> = sidecar_args
-        .iter()
-        .map(|a| a.replace("--upstream=http://127.0.0.1:8080", &format!("--upstream=http://127.0.0.1:{app_port}")))
-        .collect();
-    let (sidecar_args, sidecar_ports) = localize(&sidecar_args, &root);
-    let _sidecar = Proc::start("sidecar", &binary("sigil-sidecar", "sigil-sidecar"), &sidecar_args, &[], &logs);
-
-    wait_ready(issuer_ports["--admin-listen"]).await;
-    wait_ready(sidecar_ports["--admin-listen"]).await;
-
-    // What hack/kind-demo.sh does, against the same credentials.
-    let basic = base64::engine::general_purpose::STANDARD.encode("demo-client:demo-secret-change-me");
-    let token_url = format!("http://127.0.0.1:{}/token", issuer_ports["--listen"]);
-    let reply = sigil_e2e::http::post_form(
-        &token_url,
-        "grant_type=client_credentials",
-        &[("authorization", &format!("Basic {basic}"))],
-    )
-    .await
-    .expect("token request");
-    assert_eq!(reply.status, 200, "{}", reply.text());
-    let token = reply.json()["access_token"].as_str().expect("access_token").to_owned();
-    let app = format!("http://127.0.0.1:{}", sidecar_ports["--listen"]);
-    let bearer = format!("Bearer {token}");
-
-    let without = sigil_e2e::http::get(&format!("{app}/hello"), &[]).await.expect("call");
-    assert_eq!(without.status, 401);
-    let with = sigil_e2e::http::get(&format!("{app}/hello"), &[("authorization", &bearer)]).await.expect("call");
-    assert_eq!(with.status, 200, "{}", with.text());
-    let body = with.json();
-    assert_eq!(body["clientId"], "demo-client", "{body}");
-    assert_eq!(body["path"], "/hello");
-    let admin = sigil_e2e::http::get(&format!("{app}/admin"), &[("authorization", &bearer)]).await.expect("call");
-    assert_eq!(admin.status, 403, "the demo client lacks the admin scope");
 }
 
 #[tokio::test]

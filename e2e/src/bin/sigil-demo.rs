@@ -1,4 +1,4 @@
-//! `make demo`: the whole of Sigil on this machine, no cluster needed. Starts
+//! `make demo-local`: Sigil on this machine without pods or root. Starts
 //! a local control plane, installs the CRD, runs the operator, applies
 //! examples/signingkey.yaml, mounts its Secret and ConfigMap as the kubelet
 //! would, and runs the issuer, the sidecar and a demo app behind it. Prints

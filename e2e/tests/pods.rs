@@ -1,0 +1,433 @@
+//! Sigil as pods on a real node: a kubelet, containerd and kube-proxy beside
+//! the control plane (`hack/control-plane up --node`), Sigil's images built
+//! here and imported, the chart installed with helm. The kubelet mounts the
+//! Secret and the ConfigMap and refreshes them on its own schedule, so the
+//! rotation test sees the real propagation delay.
+//!
+//! Tests take turns (one lock): each installs cluster-scoped objects, node
+//! ports and an operator that watches every namespace.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::LazyLock;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sigil_e2e::pods::{self, Demo, DemoOptions, NAMESPACE, Traffic, now, read};
+use sigil_e2e::process::free_port;
+use sigil_e2e::{ControlPlane, eventually, http, repo_root};
+use tokio::sync::Mutex;
+
+static TURN: LazyLock<Mutex<()>> = LazyLock::new(|| Mutex::new(()));
+
+fn node() -> &'static ControlPlane {
+    ControlPlane::with_node()
+}
+
+// ---------------------------------------------------------------------------
+// The chart
+
+/// Every values file in charts/sigil/ci, installed into a namespace that
+/// enforces Pod Security "restricted": every pod starts and becomes Ready.
+#[tokio::test]
+async fn every_values_file_brings_its_pods_to_ready_under_restricted() {
+    let _turn = TURN.lock().await;
+    let cp = node();
+    let chart = repo_root().join("charts/sigil");
+    let mut files: Vec<PathBuf> =
+        std::fs::read_dir(chart.join("ci")).expect("ci dir").map(|e| e.expect("entry").path()).collect();
+    files.sort();
+    assert!(files.len() >= 5, "charts/sigil/ci has the values files: {files:?}");
+    for values in files {
+        let stem = values.file_stem().and_then(|s| s.to_str()).expect("name").trim_end_matches("-values").to_owned();
+        let ns = format!("values-{stem}");
+        cp.kubectl_ok(&["create", "namespace", &ns]);
+        cp.kubectl_ok(&["label", "namespace", &ns, "pod-security.kubernetes.io/enforce=restricted"]);
+        // What the kind demo values expect to exist.
+        if stem == "kind-demo" {
+            cp.kubectl_ok(&[
+                "apply",
+                "-n",
+                &ns,
+                "-f",
+                &repo_root().join("examples/issuer-clients.yaml").to_string_lossy(),
+            ]);
+            cp.kubectl_ok(&["apply", "-n", &ns, "-f", &repo_root().join("examples/signingkey.yaml").to_string_lossy()]);
+        }
+        let started = Instant::now();
+        cp.helm_ok(&[
+            "install",
+            "sigil",
+            chart.to_str().expect("utf-8"),
+            "-n",
+            &ns,
+            "-f",
+            values.to_str().expect("utf-8"),
+            "--wait",
+            "--timeout=180s",
+        ]);
+        let pods = cp.pods(&ns, "app.kubernetes.io/name=sigil");
+        let values_text = std::fs::read_to_string(&values).expect("values");
+        let want = if stem == "ha" {
+            5
+        } else if stem == "issuer-off" {
+            1
+        } else {
+            2
+        };
+        assert_eq!(pods.len(), want, "{stem}: pods {}", names(&pods));
+        for pod in &pods {
+            let ready = pod["status"]["conditions"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"));
+            assert!(ready, "{stem}: pod {} is not Ready:\n{}", pod["metadata"]["name"], pod["status"]);
+            assert_eq!(pod["spec"]["securityContext"]["runAsNonRoot"], true);
+        }
+        println!("{stem}: {} pods Ready {:.1}s after helm install", pods.len(), started.elapsed().as_secs_f64());
+        if values_text.contains("replicas: 2") {
+            // HA: exactly one operator holds the Lease, and it is a running pod.
+            let holder = eventually("a leader", Duration::from_secs(60), || async {
+                let lease =
+                    cp.kubectl(&["get", "lease", "sigil-operator", "-n", &ns, "-o", "jsonpath={.spec.holderIdentity}"]);
+                let holder = String::from_utf8_lossy(&lease.stdout).trim().to_owned();
+                (lease.status.success() && !holder.is_empty()).then_some(holder)
+            })
+            .await;
+            let operators = cp.pods(&ns, "app.kubernetes.io/component=operator");
+            assert!(
+                operators.iter().any(|p| p["metadata"]["name"] == holder.as_str()),
+                "the Lease holder {holder} is one of the operator pods {}",
+                names(&operators)
+            );
+        }
+        let _ = cp.kubectl(&["delete", "signingkeys", "--all", "-n", &ns, "--timeout=60s"]);
+        cp.helm_ok(&["uninstall", "sigil", "-n", &ns, "--wait", "--timeout=120s"]);
+        cp.kubectl_ok(&["delete", "namespace", &ns, "--timeout=120s"]);
+    }
+}
+
+fn names(pods: &[Value]) -> String {
+    pods.iter().filter_map(|p| p["metadata"]["name"].as_str()).collect::<Vec<_>>().join(", ")
+}
+
+// ---------------------------------------------------------------------------
+// The token flow through Services
+
+/// The README's and the kind demo's flow: a token from the issuer, then the
+/// app through its sidecar: 401 without it, 200 with it, 403 for a scope the
+/// client lacks, through the NodePort, the ClusterIP and `kubectl port-forward`.
+#[tokio::test]
+async fn the_demo_answers_401_200_and_403_through_its_services() {
+    let _turn = TURN.lock().await;
+    let cp = node();
+    let demo = Demo::install(cp, DemoOptions::default()).await;
+    let token = demo.token().await.expect("a token from the issuer's node port");
+
+    let cluster_ip =
+        cp.kubectl_ok(&["get", "service", "demo-app", "-n", NAMESPACE, "-o", "jsonpath={.spec.clusterIP}"]);
+    let forward_port = free_port();
+    let mut forward = Command::new(&cp.kubectl)
+        .arg("--kubeconfig")
+        .arg(&cp.kubeconfig)
+        .args(["port-forward", "-n", NAMESPACE, "svc/demo-app", &format!("{forward_port}:80")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("kubectl port-forward");
+    let routes =
+        [demo.app.clone(), format!("http://{}:80", cluster_ip.trim()), format!("http://127.0.0.1:{forward_port}")];
+    for base in &routes {
+        let get = |path: &'static str, bearer: Option<String>| {
+            let url = format!("{base}{path}");
+            async move {
+                let headers: Vec<(&str, &str)> = bearer.iter().map(|b| ("authorization", b.as_str())).collect();
+                http::get(&url, &headers).await.ok()
+            }
+        };
+        let bearer = Some(format!("Bearer {}", token.raw));
+        // A new ClusterIP or port-forward routes a moment after it exists.
+        let without = eventually(&format!("{base} answering"), Duration::from_secs(30), || get("/hello", None)).await;
+        assert_eq!(without.status, 401, "{base}: {}", without.text());
+        assert_eq!(without.header("www-authenticate"), Some("Bearer realm=\"sigil\""));
+        let with = get("/hello", bearer.clone()).await.expect("call with a token");
+        assert_eq!(with.status, 200, "{base}: {}", with.text());
+        assert_eq!(with.json()["clientId"], pods::CLIENT_ID);
+        assert_eq!(with.json()["authorizationForwarded"], false, "the sidecar strips the token");
+        let admin = get("/admin", bearer).await.expect("call /admin");
+        assert_eq!(admin.status, 403, "{base}: the demo client lacks the admin scope");
+        let mut forged = token.raw.clone();
+        forged.replace_range(forged.len() - 4.., "AAAA");
+        let forged = get("/hello", Some(format!("Bearer {forged}"))).await.expect("call with a forged token");
+        assert_eq!(forged.status, 401);
+    }
+    let _ = forward.kill();
+    let _ = forward.wait();
+}
+
+// ---------------------------------------------------------------------------
+// The rotation promise, measured
+
+/// Tokens live 60 s here (the demo client's 10m shortened), so retain can be
+/// short and the test takes minutes, not hours.
+const TOKEN_TTL: u64 = 60;
+/// The kubelet refreshes mounted ConfigMaps and Secrets on its sync loop
+/// (`syncFrequency`, 1m by default, as on this node) plus jitter: a change
+/// arrives up to about 90 s later (bench/rotation records what we measure).
+/// A new key must be published at least that long before it signs.
+const PRE_PUBLISH: u64 = 120;
+/// A retired key must stay published until every token it signed expired:
+/// the issuer may sign with it until the kubelet delivers the new Secret
+/// (up to the propagation delay after activation), and such a token lives
+/// TOKEN_TTL; 30 s more of leeway.
+const RETAIN: u64 = 90 + TOKEN_TTL + 30;
+
+fn rotation_signing_key() -> String {
+    let mut key: Value = serde_yaml::from_str(&read("examples/signingkey.yaml")).expect("example SigningKey");
+    key["spec"]["algorithm"] = json!("ES256");
+    key["spec"].as_object_mut().expect("spec").remove("keySize");
+    key["spec"]["rotation"] =
+        json!({"every": "720h", "prePublish": format!("{PRE_PUBLISH}s"), "retain": format!("{RETAIN}s")});
+    serde_yaml::to_string(&key).expect("YAML")
+}
+
+fn short_lived_clients() -> String {
+    let clients = read("examples/issuer-clients.yaml");
+    assert!(clients.contains("ttl: 10m"), "examples/issuer-clients.yaml gives the demo client ttl: 10m");
+    clients.replace("ttl: 10m", &format!("ttl: {TOKEN_TTL}s"))
+}
+
+/// The SigningKey's status fields.
+fn status(cp: &ControlPlane) -> Value {
+    let sk = cp.kubectl_ok(&["get", "signingkey", "api", "-n", NAMESPACE, "-o", "json"]);
+    serde_json::from_str::<Value>(&sk).expect("SigningKey")["status"].clone()
+}
+
+fn force_delete_one(cp: &ControlPlane, component: &str) -> (String, f64) {
+    let pods = cp.pods(NAMESPACE, &format!("app.kubernetes.io/component={component}"));
+    let pod = pods[0]["metadata"]["name"].as_str().expect("pod name").to_owned();
+    let at = now();
+    cp.kubectl_ok(&["delete", "pod", &pod, "-n", NAMESPACE, "--grace-period=0", "--force"]);
+    (pod, at)
+}
+
+/// When the kubelet delivered a published key to the issuer's and the
+/// sidecars' mounts, in seconds after the ConfigMap changed.
+async fn propagation(demo: &Demo, kid: &str, changed_at: f64, sidecar_keys: u64) -> (f64, f64) {
+    let timeout = Duration::from_secs(PRE_PUBLISH);
+    let issuer = eventually("the issuer's mounted JWKS to show the new key", timeout, || async {
+        demo.issuer_kids().await.filter(|kids| kids.iter().any(|k| k == kid)).map(|_| now() - changed_at)
+    });
+    let sidecar = eventually("every sidecar's mounted JWKS to show the new key", timeout, || async {
+        let counts = demo.sidecar_key_counts().await;
+        (!counts.is_empty() && counts.iter().all(|c| *c == Some(sidecar_keys))).then(|| now() - changed_at)
+    });
+    tokio::join!(issuer, sidecar)
+}
+
+/// The README's promise under load on a real kubelet: three rotations, the
+/// operator and an issuer pod force-deleted mid-rotation, and a revocation,
+/// while tokens are issued and used continuously. Nothing may fail except
+/// tokens of the revoked key and, allowed by design, token requests that
+/// were routed to the force-deleted issuer pod before its endpoint went.
+#[tokio::test]
+async fn rotation_under_load_with_the_kubelets_real_delay_fails_no_request() {
+    let _turn = TURN.lock().await;
+    let cp = node();
+    let demo = Demo::install(
+        cp,
+        DemoOptions {
+            clients: Some(short_lived_clients()),
+            signing_key: Some(rotation_signing_key()),
+            helm: &["--set", "issuer.replicas=2"],
+        },
+    )
+    .await;
+    let traffic = Traffic::start(&demo.urls);
+    let started = now();
+    let mut measured: Vec<BTreeMap<&str, Value>> = Vec::new();
+    let mut deleted_issuer_at = None;
+    let mut kids = vec![status(cp)["activeKeyId"].as_str().expect("an active key").to_owned()];
+
+    for rotation in 1..=3 {
+        let before = kids.last().expect("active").clone();
+        cp.kubectl_ok(&[
+            "annotate",
+            "signingkey",
+            "api",
+            "-n",
+            NAMESPACE,
+            &format!("sigil.dev/rotate=r{rotation}"),
+            "--overwrite",
+        ]);
+        let (next, published_at) = eventually("the next key in the ConfigMap", Duration::from_secs(30), || async {
+            demo.published_kids().into_iter().find(|k| !kids.contains(k)).map(|k| (k, now()))
+        })
+        .await;
+        let keys_now = u64::try_from(demo.published_kids().len()).expect("count");
+        let mut event = None;
+        let propagate = propagation(&demo, &next, published_at, keys_now);
+        let (issuer_delay, sidecar_delay) = if rotation == 1 {
+            propagate.await
+        } else {
+            // Mid pre-publish: the operator (rotation 2) or an issuer pod
+            // (rotation 3) dies without a chance to finish anything.
+            let component = if rotation == 2 { "operator" } else { "issuer" };
+            let (pod, at) = force_delete_one(cp, component);
+            if component == "issuer" {
+                deleted_issuer_at = Some(at);
+            }
+            event = Some(format!("{component} pod {pod} force-deleted {:.0}s after publication", at - published_at));
+            propagate.await
+        };
+        assert!(
+            issuer_delay < PRE_PUBLISH as f64 && sidecar_delay < PRE_PUBLISH as f64,
+            "the kubelet delivered the key after prePublish: issuer {issuer_delay:.1}s, sidecars {sidecar_delay:.1}s"
+        );
+        // Activation: the status names the new key; then the issuer's mount
+        // gets the new Secret and tokens carry the new kid.
+        let activated_at = eventually("activation", Duration::from_secs(PRE_PUBLISH + 60), || async {
+            (status(cp)["activeKeyId"].as_str() == Some(next.as_str())).then(now)
+        })
+        .await;
+        let signing_delay = eventually("tokens signed by the new key", Duration::from_secs(150), || async {
+            demo.token().await.ok().filter(|t| t.kid == next).map(|_| now() - activated_at)
+        })
+        .await;
+        println!(
+            "rotation {rotation}: {before:.8} -> {next:.8}; kubelet delivered the JWKS to the issuer after {issuer_delay:.1}s \
+             and to the sidecar after {sidecar_delay:.1}s; activated {:.1}s after publication; the issuer signed with it \
+             {signing_delay:.1}s after activation{}",
+            activated_at - published_at,
+            event.as_deref().map(|e| format!("; {e}")).unwrap_or_default()
+        );
+        measured.push(BTreeMap::from([
+            ("rotation", json!(rotation)),
+            ("jwksToIssuerSeconds", json!(issuer_delay)),
+            ("jwksToSidecarSeconds", json!(sidecar_delay)),
+            ("activatedAfterPublicationSeconds", json!(activated_at - published_at)),
+            ("secretToIssuerSeconds", json!(signing_delay)),
+        ]));
+        kids.push(next);
+    }
+
+    // Revoke the key retired last: its tokens stop working, nothing else does.
+    let revoked = kids[kids.len() - 2].clone();
+    let revoked_at = now();
+    cp.kubectl_ok(&[
+        "patch",
+        "signingkey",
+        "api",
+        "-n",
+        NAMESPACE,
+        "--type=merge",
+        "-p",
+        &json!({"spec": {"revokedKeyIds": [revoked]}}).to_string(),
+    ]);
+    eventually("the revoked key to leave the ConfigMap", Duration::from_secs(30), || async {
+        (!demo.published_kids().contains(&revoked)).then_some(())
+    })
+    .await;
+    let (issuer_delay, _) = {
+        let keys_now = u64::try_from(demo.published_kids().len()).expect("count");
+        let timeout = Duration::from_secs(PRE_PUBLISH);
+        let issuer = eventually("the issuer to drop the revoked key", timeout, || async {
+            demo.issuer_kids().await.filter(|k| !k.contains(&revoked)).map(|_| now() - revoked_at)
+        });
+        let sidecar = eventually("the sidecars to drop the revoked key", timeout, || async {
+            let counts = demo.sidecar_key_counts().await;
+            (!counts.is_empty() && counts.iter().all(|c| *c == Some(keys_now))).then(|| now() - revoked_at)
+        });
+        tokio::join!(issuer, sidecar)
+    };
+    // Let the traffic run past the revocation for a while.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let report = traffic.stop().await;
+
+    // Judge every failure.
+    let mut revoked_failures = 0;
+    let mut endpoint_failures = 0;
+    let mut unexplained = Vec::new();
+    for f in &report.failures {
+        if f.kid.as_deref() == Some(revoked.as_str()) && f.at >= revoked_at {
+            revoked_failures += 1;
+        } else if f.kind == "token"
+            && f.why.starts_with("connection")
+            && deleted_issuer_at.is_some_and(|d| f.at >= d && f.at < d + 10.0)
+        {
+            endpoint_failures += 1;
+        } else {
+            unexplained.push(f.clone());
+        }
+    }
+    println!(
+        "rotation under load: {:.0}s, {} tokens issued, {} calls through the sidecar, {} failures: {revoked_failures} \
+         with the revoked key, {endpoint_failures} token requests routed to the force-deleted issuer pod, {} \
+         unexplained; keys {:?}; the issuer dropped the revoked key {issuer_delay:.1}s after revocation",
+        now() - started,
+        report.tokens,
+        report.calls,
+        report.failures.len(),
+        unexplained.len(),
+        report.kids,
+    );
+    std::fs::write(
+        pods::report_path("rotation-under-load"),
+        serde_json::to_string_pretty(&json!({
+            "syncFrequency": "1m (kubelet default)",
+            "prePublishSeconds": PRE_PUBLISH, "retainSeconds": RETAIN, "tokenTtlSeconds": TOKEN_TTL,
+            "rotations": measured,
+            "tokens": report.tokens, "calls": report.calls,
+            "failuresRevokedKey": revoked_failures, "failuresForceDeletedIssuer": endpoint_failures,
+            "failuresUnexplained": unexplained.len(),
+            "revocationToIssuerSeconds": issuer_delay,
+        }))
+        .expect("JSON"),
+    )
+    .expect("write report");
+    assert!(unexplained.is_empty(), "failed requests the design does not allow:\n{unexplained:#?}");
+    assert!(report.tokens > 100 && report.calls > 200, "the traffic really ran: {report:?}");
+    assert!(report.kids.len() >= 4, "tokens were signed by all four keys: {:?}", report.kids);
+}
+
+// ---------------------------------------------------------------------------
+// Rollouts
+
+/// `kubectl rollout restart` of the issuer and of the demo app while tokens
+/// are issued and used: the pre-stop delay keeps each old pod serving until
+/// it has left the Service's endpoints, so no request fails.
+#[tokio::test]
+async fn rolling_restarts_of_the_issuer_and_the_app_drop_no_request() {
+    let _turn = TURN.lock().await;
+    let cp = node();
+    let demo = Demo::install(cp, DemoOptions::default()).await;
+    let traffic = Traffic::start(&demo.urls);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for (deployment, selector) in
+        [("sigil-issuer", "app.kubernetes.io/component=issuer"), ("demo-app", "app.kubernetes.io/name=demo-app")]
+    {
+        let before: Vec<String> = cp
+            .pods(NAMESPACE, selector)
+            .iter()
+            .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_owned))
+            .collect();
+        cp.kubectl_ok(&["rollout", "restart", "-n", NAMESPACE, &format!("deployment/{deployment}")]);
+        cp.rollout_status(NAMESPACE, deployment);
+        // The old pods are gone, not just unready.
+        eventually("the old pods to terminate", Duration::from_secs(60), || async {
+            let now = names(&cp.pods(NAMESPACE, selector));
+            (!before.iter().any(|p| now.contains(p.as_str()))).then_some(())
+        })
+        .await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let report = traffic.stop().await;
+    println!(
+        "rolling restarts: {} tokens issued, {} calls, {} failures",
+        report.tokens,
+        report.calls,
+        report.failures.len()
+    );
+    assert!(report.failures.is_empty(), "requests failed during the rollouts:\n{:#?}", report.failures);
+    assert!(report.tokens > 20, "the traffic really ran: {report:?}");
+}

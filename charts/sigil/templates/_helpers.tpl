@@ -42,11 +42,16 @@ app.kubernetes.io/component: {{ .component }}
 app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
+{{- /* The image of one component: (dict "ctx" . "image" .Values.issuer.image). */ -}}
 {{- define "sigil.image" -}}
-{{- if .Values.image.digest }}
-{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- $repository := .image.repository }}
+{{- with .ctx.Values.image.registry }}
+{{- $repository = printf "%s/%s" (trimSuffix "/" .) $repository }}
+{{- end }}
+{{- if .image.digest }}
+{{- printf "%s@%s" $repository .image.digest }}
 {{- else }}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- printf "%s:%s" $repository (default .ctx.Chart.AppVersion .ctx.Values.image.tag) }}
 {{- end }}
 {{- end }}
 

@@ -61,9 +61,12 @@ fi
 
 # podman keeps its layers in a scratch store that goes when we are done, so
 # nothing of it stays on the machine.
+# Its run root must be a short path (podman refuses one over 50 characters),
+# whatever directory the checkout is in.
 store=$(mktemp -d "$out/.podman.XXXXXX")
-trap 'podman --root "$store/root" --runroot "$store/run" --storage-driver vfs system reset -f >/dev/null 2>&1; rm -rf "$store"' EXIT
-pod() { podman --root "$store/root" --runroot "$store/run" --storage-driver vfs "$@"; }
+run=$(mktemp -d /tmp/sigil-podman.XXXXXX)
+trap 'podman --root "$store/root" --runroot "$run" --storage-driver vfs system reset -f >/dev/null 2>&1; rm -rf "$store" "$run"' EXIT
+pod() { podman --root "$store/root" --runroot "$run" --storage-driver vfs "$@"; }
 
 # rootfs DIR BINARY: the binary in /usr/local/bin, every shared library it
 # loads at the path the loader finds it, CA certificates, and the nonroot user.

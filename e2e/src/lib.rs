@@ -59,7 +59,7 @@ impl ControlPlane {
     pub fn with_node() -> &'static ControlPlane {
         static NODE: OnceLock<ControlPlane> = OnceLock::new();
         NODE.get_or_init(|| {
-            let mut args = vec!["--node".to_owned()];
+            let mut args = vec!["--node".to_owned(), "--clean-on-exit".to_owned()];
             for image in images() {
                 args.push("--image".to_owned());
                 args.push(image.to_string_lossy().into_owned());
@@ -78,8 +78,14 @@ impl ControlPlane {
     }
 
     fn launch(kind: &str, extra: &[String]) -> ControlPlane {
-        // Under target/, so `cargo clean` removes what earlier runs left.
-        let dir = repo_root().join("target").join("e2e").join(format!("{kind}-{}", std::process::id()));
+        // Under target/, so `cargo clean` removes what earlier runs left; a
+        // node's under /tmp, since its unix socket paths must stay under 108
+        // bytes wherever the checkout is (`down` removes it).
+        let name = format!("{kind}-{}", std::process::id());
+        let dir = match kind {
+            "node" => PathBuf::from("/tmp").join(format!("sigil-e2e-{name}")),
+            _ => repo_root().join("target").join("e2e").join(name),
+        };
         let script = repo_root().join("hack").join("control-plane");
         let out = Command::new(&script)
             .arg("up")

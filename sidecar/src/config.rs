@@ -12,20 +12,24 @@ use sigil_api::Algorithm;
 use sigil_runtime::telemetry::LogFormat;
 
 use crate::Error;
+use crate::headers::Underscores;
 use crate::jwks::url::Schedule;
 use crate::proxy::ProxyConfig;
-use crate::routes::{Routes, ScopeRule};
+use crate::routes::{self, Routes, ScopeRule};
 use crate::server::Limits;
-use crate::verify::{AlgorithmSet, Policy};
+use crate::verify::{AlgorithmSet, Policy, TokenProfile};
+use sigil_runtime::client_ip::Cidr;
 
 const DEFAULT_ALGORITHMS: &str = "RS256,RS384,RS512,PS256,PS384,PS512,ES256,ES384,EdDSA";
 
 /// A verifying reverse proxy: checks each request's Bearer token against the
 /// issuer's public keys and forwards only verified requests to the app.
 ///
-/// The app receives X-Sigil-Subject, X-Sigil-Scope, X-Sigil-Client-Id and
-/// X-Sigil-Claims (the verified JWT payload, base64url); any X-Sigil-* header
-/// a client sends is removed first.
+/// The app receives X-Sigil-Subject, X-Sigil-Scope, X-Sigil-Client-Id (empty when
+/// the claim is absent; UTF-8, controls and '%' percent-encoded) and X-Sigil-Claims
+/// (the verified JWT payload, base64url); any X-Sigil-* header a client sends is
+/// removed first. Paths are normalised before any decision, and the app receives
+/// the normalised path (see the sidecar README).
 #[derive(Parser, Debug, Clone)]
 #[command(name = "sigil-sidecar", version, max_term_width = 110)]
 pub struct Args {
@@ -84,16 +88,37 @@ pub struct Args {
           value_parser = parse_algorithm)]
     pub algorithms: Vec<Algorithm>,
 
+    /// What counts as an access token: `access-token` (RFC 9068: typ at+jwt; sub, iat, jti and
+    /// client_id required) or `jwt` (any signed JWT, for issuers that do not type their tokens,
+    /// e.g. Kubernetes ServiceAccount tokens).
+    #[arg(long, env = "SIGIL_TOKEN_PROFILE", value_enum, default_value = "access-token")]
+    pub token_profile: TokenProfile,
+
     /// Path prefix served without a token (repeatable; whole segments: /healthz covers
-    /// /healthz/live but not /healthzx).
-    #[arg(long = "public-path", env = "SIGIL_PUBLIC_PATHS", value_delimiter = ',', value_parser = parse_path_prefix)]
+    /// /healthz/live but not /healthzx). The most specific rule wins: a --require-scope
+    /// prefix inside a public path is still protected.
+    #[arg(long = "public-path", env = "SIGIL_PUBLIC_PATHS", value_delimiter = ',', value_parser = routes::parse_prefix)]
     pub public_paths: Vec<String>,
 
-    /// PREFIX=SCOPE[,SCOPE]: requests whose path starts with PREFIX need every listed scope in the
-    /// token's `scope` claim, or get 403 insufficient_scope (repeatable; the env var takes a
-    /// space-separated list).
+    /// PREFIX=SCOPE[,SCOPE]: requests under PREFIX (whole segments) need every listed scope in the
+    /// token's `scope` claim, or get 403 insufficient_scope; nested rules add their scopes
+    /// (repeatable; the env var takes a space-separated list).
     #[arg(long = "require-scope", env = "SIGIL_REQUIRE_SCOPES", value_delimiter = ' ')]
     pub require_scopes: Vec<ScopeRule>,
+
+    /// Match --public-path and --require-scope ignoring case, for apps whose router ignores it.
+    #[arg(long, env = "SIGIL_CASE_INSENSITIVE_PATHS")]
+    pub case_insensitive_paths: bool,
+
+    /// Request header names containing '_': `reject` (400) or `drop`. Many frameworks read
+    /// X_Sigil_Subject as X-Sigil-Subject.
+    #[arg(long, env = "SIGIL_HEADERS_WITH_UNDERSCORES", value_enum, default_value = "reject")]
+    pub headers_with_underscores: Underscores,
+
+    /// Proxies (IP addresses or CIDR ranges, comma-separated) whose X-Forwarded-For, Forwarded,
+    /// X-Real-IP and X-Forwarded-Proto/Host are passed on; from any other peer they are replaced.
+    #[arg(long, env = "SIGIL_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<Cidr>,
 
     /// Keep the Authorization header when forwarding (by default the app never sees the token).
     #[arg(long, env = "SIGIL_FORWARD_TOKEN")]
@@ -145,6 +170,8 @@ pub struct Config {
     pub jwks_url: Option<(Uri, Schedule)>,
     pub policy: Policy,
     pub routes: Routes,
+    pub underscores: Underscores,
+    pub trusted_proxies: Vec<Cidr>,
     pub upstream: Uri,
     pub forward_token: bool,
     pub token_cache_size: usize,
@@ -199,6 +226,11 @@ impl Args {
             max_lifetime_secs: self.max_token_lifetime.map(secs),
             algorithms: self.algorithms.into_iter().collect::<AlgorithmSet>(),
             max_token_bytes: self.max_token_bytes,
+            profile: self.token_profile,
+        };
+        let routes = match Routes::new(self.public_paths, self.require_scopes, self.case_insensitive_paths) {
+            Ok(routes) => routes,
+            Err(e) => return bad(e),
         };
         let schedule =
             Schedule { refresh: self.jwks_refresh, min_refresh: self.jwks_min_refresh, max_stale: self.jwks_max_stale };
@@ -208,7 +240,9 @@ impl Args {
             jwks_file: self.jwks_file,
             jwks_url: self.jwks_url.map(|u| (u, schedule)),
             policy,
-            routes: Routes { public: self.public_paths, scopes: self.require_scopes },
+            routes,
+            underscores: self.headers_with_underscores,
+            trusted_proxies: self.trusted_proxies,
             upstream: self.upstream,
             forward_token: self.forward_token,
             token_cache_size: self.token_cache_size,
@@ -230,6 +264,8 @@ impl Config {
         ProxyConfig {
             upstream: self.upstream.clone(),
             routes: self.routes.clone(),
+            underscores: self.underscores,
+            trusted_proxies: self.trusted_proxies.clone(),
             forward_token: self.forward_token,
             connect_timeout: self.upstream_connect_timeout,
             response_timeout: self.upstream_timeout,
@@ -256,13 +292,6 @@ fn parse_algorithm(s: &str) -> Result<Algorithm, String> {
     s.parse::<Algorithm>().map_err(|e| e.to_string())
 }
 
-fn parse_path_prefix(s: &str) -> Result<String, String> {
-    if !s.starts_with('/') || !crate::routes::is_normalized(s) {
-        return Err(format!("{s:?}: a path prefix starts with '/' and has no dot segments or encoded separators"));
-    }
-    Ok(s.to_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -284,6 +313,10 @@ mod tests {
             assert!(c.policy.algorithms.contains(alg));
         }
         assert!(!c.forward_token);
+        assert_eq!(c.policy.profile, TokenProfile::AccessToken);
+        assert_eq!(c.underscores, Underscores::Reject);
+        assert!(c.trusted_proxies.is_empty());
+        assert!(!c.routes.case_insensitive());
     }
 
     #[test]
@@ -303,7 +336,7 @@ mod tests {
         .expect("valid");
         assert_eq!(c.policy.audiences, ["a", "b"]);
         assert!(c.policy.algorithms.contains(Algorithm::EdDSA) && !c.policy.algorithms.contains(Algorithm::RS256));
-        assert_eq!(c.routes.scopes[0].scopes, ["admin", "audit"]);
+        assert_eq!(c.routes.required_scopes("/admin/x").collect::<Vec<_>>(), ["admin", "audit"]);
         let (_, schedule) = c.jwks_url.expect("url");
         assert_eq!(schedule.refresh, Duration::from_secs(300));
     }
@@ -319,6 +352,11 @@ mod tests {
             (&["--jwks-file", "/k", "--jwks-min-refresh", "10m"][..], "must not exceed"),
             (&["--jwks-file", "/k", "--leeway", "soon"][..], "invalid duration"),
             (&["--jwks-file", "/k", "--public-path", "healthz"][..], "starts with '/'"),
+            (&["--jwks-file", "/k", "--public-path", "/a/../.."][..], "above the root"),
+            (&["--jwks-file", "/k", "--public-path", "/admin", "--require-scope", "/admin/=a"][..], "both"),
+            (&["--jwks-file", "/k", "--trusted-proxies", "10.0.0.0/33"][..], "CIDR"),
+            (&["--jwks-file", "/k", "--token-profile", "id-token"][..], "access-token"),
+            (&["--jwks-file", "/k", "--headers-with-underscores", "allow"][..], "reject"),
             (&["--jwks-file", "/k", "--require-scope", "/admin"][..], "PREFIX=SCOPE"),
             (&["--jwks-file", "/k", "--max-header-bytes", "4096"][..], "--max-header-bytes"),
         ] {

@@ -85,6 +85,9 @@ pub async fn start(config: Config, shutdown: impl Future<Output = ()> + Send + '
         })
     };
     tracing::info!(%addr, %admin_addr, upstream = %config.upstream, threads = workers.len(), "sidecar listening");
+    for overlap in config.routes.overlaps() {
+        tracing::warn!(%overlap, "path rules overlap; the most specific prefix decides public or protected");
+    }
     let done = {
         let ready = ready.clone();
         tokio::spawn(async move {

@@ -98,7 +98,11 @@ async fn unknown_kid_refreshes_at_once_but_at_most_once_per_min_refresh() {
     // A flood of unknown kids: no fetch before min-refresh has passed, then one.
     let attacker = PrivateKey::generate(Algorithm::ES256, None).expect("keygen");
     for i in 0..30 {
-        let t = sign(&attacker, &serde_json::json!({"alg": "ES256", "kid": format!("random-{i}")}), &claims());
+        let t = sign(
+            &attacker,
+            &serde_json::json!({"typ": "at+jwt", "alg": "ES256", "kid": format!("random-{i}")}),
+            &claims(),
+        );
         assert_eq!(status_with(&sc, &t).await, StatusCode::UNAUTHORIZED);
     }
     assert_eq!(jwks.fetches(), 2, "rate-limited");

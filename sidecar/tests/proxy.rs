@@ -54,7 +54,7 @@ async fn forwards_verified_requests_with_identity_and_strips_client_headers() {
     assert_eq!(header_of(&e, "x-sigil-claims").as_deref(), t.split('.').nth(1));
     assert_eq!(header_of(&e, "x-sigil-anything"), None);
     assert_eq!(header_of(&e, "authorization"), None, "the token is not forwarded by default");
-    assert_eq!(header_of(&e, "x-forwarded-for").as_deref(), Some("203.0.113.9, 127.0.0.1"));
+    assert_eq!(header_of(&e, "x-forwarded-for").as_deref(), Some("127.0.0.1"), "replaced: the peer is no proxy");
     assert_eq!(header_of(&e, "x-forwarded-proto").as_deref(), Some("http"));
     assert_eq!(header_of(&e, "x-drop-me"), None, "hop-by-hop headers named in Connection are dropped");
     assert!(header_of(&e, "host").is_some());
@@ -122,11 +122,14 @@ async fn public_paths_skip_verification_but_still_strip_sigil_headers() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(header_of(&echo(&body), "x-sigil-subject"), None);
     assert_eq!(get(&sc.url("/healthzadmin"), &[]).await.0, StatusCode::UNAUTHORIZED);
-    // A public prefix cannot be used to walk into a protected path.
-    for path in ["/healthz/../admin", "/healthz/%2e%2e/admin", "/healthz/..;/admin"] {
+    // A public prefix cannot be used to walk into a protected path: the
+    // decision is made on the normalised path (tests/bypass.rs has the rest).
+    for (path, status) in
+        [("/healthz/../admin", "401"), ("/healthz/%2e%2e/admin", "401"), ("/healthz/..;/admin", "400")]
+    {
         let raw = format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
         let response = raw_exchange(sc.running.addr, raw.as_bytes()).await;
-        assert!(response.starts_with("HTTP/1.1 400"), "{path}: {response}");
+        assert!(response.starts_with(&format!("HTTP/1.1 {status}")), "{path}: {response}");
     }
     assert_eq!(up.hits(), 1);
 }

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use sigil_api::jwk::{JwkSet, b64};
 use sigil_api::{Algorithm, PrivateKey};
 use sigil_sidecar::keys::{KeySet, Loaded};
-use sigil_sidecar::verify::{AlgorithmSet, Policy};
+use sigil_sidecar::verify::{AlgorithmSet, Policy, TokenProfile};
 
 pub const ISSUER: &str = "https://issuer.sigil.test";
 pub const AUDIENCE: &str = "orders";
@@ -44,13 +44,17 @@ pub fn policy() -> Policy {
         max_lifetime_secs: None,
         algorithms: AlgorithmSet::from_iter(Algorithm::ALL),
         max_token_bytes: 8192,
+        profile: TokenProfile::AccessToken,
     }
 }
 
+/// The claims of a valid RFC 9068 access token, each call with its own `jti`.
 pub fn claims() -> Value {
+    static JTI: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let now = now();
+    let jti = format!("jti-{}", JTI.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
     json!({"iss": ISSUER, "aud": AUDIENCE, "sub": "alice", "scope": "orders:read orders:write",
-           "client_id": "web", "iat": now, "exp": now + 300})
+           "client_id": "web", "iat": now, "exp": now + 300, "jti": jti})
 }
 
 pub fn header(key: &PrivateKey) -> Value {

@@ -51,6 +51,8 @@ pub struct Args {
     pub jwks_file: Option<PathBuf>,
 
     /// JWKS URL to verify with, e.g. http://sigil-issuer.auth.svc/.well-known/jwks.json (http only).
+    /// With --jwks-file too, a key verifies while either source lists it, and a key that either
+    /// source stops listing stops verifying at once, until that source lists it again.
     #[arg(long, env = "SIGIL_JWKS_URL", value_parser = parse_http_uri)]
     pub jwks_url: Option<Uri>,
 
@@ -152,7 +154,13 @@ pub struct Args {
     #[arg(long, env = "SIGIL_THREADS")]
     pub threads: Option<usize>,
 
-    /// How long in-flight requests may finish after SIGTERM.
+    /// After SIGTERM, how long to keep accepting requests while /readyz already fails, so the
+    /// endpoint is removed everywhere before the listener closes (0s to stop at once). Keep
+    /// --shutdown-delay plus --drain-timeout under the pod's terminationGracePeriodSeconds.
+    #[arg(long, env = "SIGIL_SHUTDOWN_DELAY", default_value = "5s", value_parser = parse_duration)]
+    pub shutdown_delay: Duration,
+
+    /// How long in-flight requests may finish once the listener has closed.
     #[arg(long, env = "SIGIL_DRAIN_TIMEOUT", default_value = "25s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
 
@@ -179,6 +187,7 @@ pub struct Config {
     pub upstream_timeout: Duration,
     pub threads: usize,
     pub limits: Limits,
+    pub shutdown_delay: Duration,
     pub log_format: LogFormat,
 }
 
@@ -254,6 +263,7 @@ impl Args {
                 max_header_bytes: self.max_header_bytes,
                 drain_timeout: self.drain_timeout,
             },
+            shutdown_delay: self.shutdown_delay,
             log_format: self.log_format,
         })
     }

@@ -90,6 +90,7 @@ pub async fn start(config: Config, shutdown: impl Future<Output = ()> + Send + '
     }
     let done = {
         let ready = ready.clone();
+        let shutdown_delay = config.shutdown_delay;
         tokio::spawn(async move {
             shutdown.await;
             // Key sources stop first, so no reload can flip readiness back on;
@@ -98,6 +99,10 @@ pub async fn start(config: Config, shutdown: impl Future<Output = ()> + Send + '
                 source.abort();
             }
             ready.set(false);
+            if !shutdown_delay.is_zero() {
+                tracing::info!(delay = ?shutdown_delay, "shutting down: not ready, serving on while endpoints are removed");
+                tokio::time::sleep(shutdown_delay).await;
+            }
             let _ = stop.send(true);
             let _ = tokio::task::spawn_blocking(move || {
                 for worker in workers {

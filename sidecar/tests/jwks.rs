@@ -182,3 +182,51 @@ async fn file_and_url_keys_are_merged() {
     assert_eq!(status_with(&sc, &token(a)).await, StatusCode::OK);
     assert_eq!(status_with(&sc, &token(b)).await, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_key_withdrawn_by_one_source_stops_verifying_while_the_other_still_lists_it() {
+    let (a, b) = (key(Algorithm::ES256), key(Algorithm::EdDSA));
+    let jwks = JwksServer::start(jwks_json(&[a, b]), None).await;
+    let up = upstream().await;
+    let url_args = ["--jwks-url", &jwks.url, "--jwks-refresh", "1h", "--jwks-min-refresh", "1s"];
+    let sc = sidecar(up.addr, &jwks_json(&[a, b]), &url_args).await;
+    eventually("URL keys loaded", async || jwks.fetches() >= 1).await;
+    assert_eq!(status_with(&sc, &token(b)).await, StatusCode::OK);
+    let attacker = PrivateKey::generate(Algorithm::ES256, None).expect("keygen");
+    let unknown_kid = |i: usize| {
+        sign(&attacker, &serde_json::json!({"typ": "at+jwt", "alg": "ES256", "kid": format!("unknown-{i}")}), &claims())
+    };
+
+    // The operator revokes b: the mounted file drops it at once, while the
+    // issuer's copy behind the URL still lists it.
+    sc.publish(&jwks_json(&[a]));
+    eventually("b refused once the file drops it", async || {
+        status_with(&sc, &token(b)).await == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    assert_eq!(status_with(&sc, &token(a)).await, StatusCode::OK);
+    // A fresh URL fetch that still lists b does not bring it back.
+    let fetched = jwks.fetches();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(status_with(&sc, &unknown_kid(1)).await, StatusCode::UNAUTHORIZED);
+    eventually("the URL was fetched again", async || jwks.fetches() > fetched).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(status_with(&sc, &token(b)).await, StatusCode::UNAUTHORIZED, "still withdrawn");
+
+    // Only the source that withdrew a key can restore it.
+    sc.publish(&jwks_json(&[a, b]));
+    eventually("b verifies when the file lists it again", async || status_with(&sc, &token(b)).await == StatusCode::OK)
+        .await;
+
+    // And the other way round: the URL drops b while the file still lists it.
+    jwks.serve(StatusCode::OK, jwks_json(&[a]));
+    let fetched = jwks.fetches();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(status_with(&sc, &unknown_kid(2)).await, StatusCode::UNAUTHORIZED);
+    eventually("the URL was fetched again", async || jwks.fetches() > fetched).await;
+    eventually("b refused once the URL drops it", async || {
+        status_with(&sc, &token(b)).await == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    assert_eq!(status_with(&sc, &token(a)).await, StatusCode::OK);
+}

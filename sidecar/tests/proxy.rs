@@ -304,6 +304,26 @@ async fn drains_in_flight_requests_on_shutdown() {
     assert!(TcpStream::connect(sc.running.addr).await.is_err(), "no longer accepting");
 }
 
+#[tokio::test]
+async fn keeps_serving_through_the_shutdown_delay_while_not_ready() {
+    let up = upstream().await;
+    let mut sc = sidecar(up.addr, &jwks_json(&[es()]), &["--shutdown-delay", "2s"]).await;
+    let auth = bearer(&token(es()));
+    assert_eq!(sc.admin("/readyz").await, StatusCode::OK);
+    let started = std::time::Instant::now();
+    sc.stop();
+    eventually("not ready at once", async || sc.admin("/readyz").await == StatusCode::SERVICE_UNAVAILABLE).await;
+    // Endpoints take a moment to drop the pod: requests still arriving are served.
+    for _ in 0..3 {
+        assert_eq!(get(&sc.url("/"), &[("authorization", &auth)]).await.0, StatusCode::OK);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(started.elapsed() < Duration::from_secs(2), "the checks ran inside the delay");
+    tokio::time::timeout(Duration::from_secs(5), &mut sc.running.done).await.expect("stopped").expect("join");
+    assert!(started.elapsed() >= Duration::from_secs(2), "stopped only after the delay");
+    assert!(TcpStream::connect(sc.running.addr).await.is_err(), "no longer accepting");
+}
+
 async fn raw_exchange(addr: std::net::SocketAddr, request: &[u8]) -> String {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     stream.write_all(request).await.expect("write");

@@ -251,6 +251,9 @@ async fn start(upstream: SocketAddr, dir: tempfile::TempDir, extra: &[&str]) -> 
         AUDIENCE,
     ];
     args.extend_from_slice(extra);
+    if !extra.contains(&"--shutdown-delay") {
+        args.extend(["--shutdown-delay", "0s"]);
+    }
     let config = Args::try_parse_from(args).expect("args").into_config().expect("config");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let running = sigil_sidecar::run::start(config, async move {

@@ -38,7 +38,7 @@ pub struct Args {
     pub listen: SocketAddr,
 
     /// The app to forward verified requests to, e.g. http://127.0.0.1:8080.
-    #[arg(long, env = "SIGIL_UPSTREAM", value_parser = parse_http_uri)]
+    #[arg(long, env = "SIGIL_UPSTREAM", value_parser = parse_upstream_uri)]
     pub upstream: Uri,
 
     /// Address of the admin server: /healthz, /readyz (ready once keys are loaded), /metrics.
@@ -50,11 +50,22 @@ pub struct Args {
     #[arg(long, env = "SIGIL_JWKS_FILE")]
     pub jwks_file: Option<PathBuf>,
 
-    /// JWKS URL to verify with, e.g. http://sigil-issuer.auth.svc/.well-known/jwks.json (http only).
+    /// JWKS URL to verify with, e.g. https://sigil-issuer.auth.svc/.well-known/jwks.json. Plain
+    /// http:// only to a loopback address, or anywhere with --jwks-allow-http.
     /// With --jwks-file too, a key verifies while either source lists it, and a key that either
     /// source stops listing stops verifying at once, until that source lists it again.
-    #[arg(long, env = "SIGIL_JWKS_URL", value_parser = parse_http_uri)]
+    #[arg(long, env = "SIGIL_JWKS_URL", value_parser = parse_jwks_uri)]
     pub jwks_url: Option<Uri>,
+
+    /// PEM CA bundle to verify the https JWKS URL's certificate with, instead of the system's
+    /// roots; re-read before each fetch, so a re-mounted bundle applies without a restart.
+    #[arg(long, env = "SIGIL_JWKS_CA_FILE")]
+    pub jwks_ca_file: Option<PathBuf>,
+
+    /// Allow a plain http:// JWKS URL to a host that is not loopback, e.g. inside a mesh that
+    /// encrypts pod-to-pod traffic. Without TLS anyone on the path can swap the keys.
+    #[arg(long, env = "SIGIL_JWKS_ALLOW_HTTP")]
+    pub jwks_allow_http: bool,
 
     /// How often to refresh the JWKS URL; also the upper bound for the response's Cache-Control max-age.
     #[arg(long, env = "SIGIL_JWKS_REFRESH", default_value = "5m", value_parser = parse_duration)]
@@ -176,6 +187,7 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     pub jwks_file: Option<PathBuf>,
     pub jwks_url: Option<(Uri, Schedule)>,
+    pub jwks_ca_file: Option<PathBuf>,
     pub policy: Policy,
     pub routes: Routes,
     pub underscores: Underscores,
@@ -196,6 +208,19 @@ impl Args {
         let bad = |msg: String| Err(Error::Config(msg));
         if self.jwks_file.is_none() && self.jwks_url.is_none() {
             return bad("set --jwks-file, --jwks-url, or both: the sidecar needs keys to verify with".into());
+        }
+        if let Some(url) = &self.jwks_url
+            && url.scheme_str() == Some("http")
+            && !self.jwks_allow_http
+            && !is_loopback(url)
+        {
+            return bad(format!(
+                "--jwks-url {url}: plain http to a host that is not loopback lets anyone on the path swap the keys; \
+                 use https, or add --jwks-allow-http where the network is already encrypted (a mesh)"
+            ));
+        }
+        if self.jwks_ca_file.is_some() && self.jwks_url.as_ref().and_then(Uri::scheme_str) != Some("https") {
+            return bad("--jwks-ca-file needs an https:// --jwks-url".into());
         }
         if self.jwks_min_refresh > self.jwks_refresh {
             return bad(format!(
@@ -248,6 +273,7 @@ impl Args {
             admin_listen: self.admin_listen,
             jwks_file: self.jwks_file,
             jwks_url: self.jwks_url.map(|u| (u, schedule)),
+            jwks_ca_file: self.jwks_ca_file,
             policy,
             routes,
             underscores: self.headers_with_underscores,
@@ -287,12 +313,26 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     sigil_api::duration::parse(s).map_err(|e| e.to_string())
 }
 
-fn parse_http_uri(s: &str) -> Result<Uri, String> {
+fn parse_upstream_uri(s: &str) -> Result<Uri, String> {
     let uri: Uri = s.parse().map_err(|e| format!("{s:?} is not a URL: {e}"))?;
     if uri.scheme_str() != Some("http") || uri.authority().is_none() {
-        return Err(format!("{s:?}: expected http://HOST[:PORT]/... (https is not supported)"));
+        return Err(format!("{s:?}: expected http://HOST:PORT, the app beside the sidecar"));
     }
     Ok(uri)
+}
+
+fn parse_jwks_uri(s: &str) -> Result<Uri, String> {
+    let uri: Uri = s.parse().map_err(|e| format!("{s:?} is not a URL: {e}"))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.authority().is_none() {
+        return Err(format!("{s:?}: expected https://HOST[:PORT]/..."));
+    }
+    Ok(uri)
+}
+
+/// `localhost` or a loopback address: traffic that never leaves the pod.
+fn is_loopback(uri: &Uri) -> bool {
+    let host = uri.host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 fn parse_algorithm(s: &str) -> Result<Algorithm, String> {
@@ -310,6 +350,19 @@ mod tests {
         let base = ["sigil-sidecar", "--upstream", "http://127.0.0.1:8080", "--issuer", "https://i", "--audience", "a"];
         let args = Args::try_parse_from(base.iter().chain(extra)).map_err(|e| e.to_string())?;
         args.into_config().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn plain_http_jwks_urls_only_to_loopback_or_when_allowed() {
+        for url in
+            ["http://127.0.0.1:8080/jwks", "http://localhost/jwks", "http://[::1]:80/jwks", "https://issuer/jwks"]
+        {
+            assert!(parse(&["--jwks-url", url]).is_ok(), "{url}");
+        }
+        for url in ["http://issuer.auth.svc/jwks", "http://127.0.0.1.nip.io/jwks", "http://[::ffff:10.0.0.1]/jwks"] {
+            assert!(parse(&["--jwks-url", url]).is_err(), "{url}");
+            assert!(parse(&["--jwks-url", url, "--jwks-allow-http"]).is_ok(), "{url}");
+        }
     }
 
     #[test]
@@ -333,7 +386,7 @@ mod tests {
     fn repeated_and_listed_values() {
         let c = parse(&[
             "--jwks-url",
-            "http://issuer/.well-known/jwks.json",
+            "https://issuer/.well-known/jwks.json",
             "--audience",
             "b",
             "--algorithms",
@@ -358,7 +411,11 @@ mod tests {
             (&["--jwks-file", "/k", "--algorithms", "none"][..], "never accepted"),
             (&["--jwks-file", "/k", "--algorithms", "HS256"][..], "never accepted"),
             (&["--jwks-file", "/k", "--algorithms", "rs256"][..], "unsupported algorithm"),
-            (&["--jwks-url", "https://issuer/jwks"][..], "https is not supported"),
+            (&["--jwks-url", "http://issuer/jwks"][..], "--jwks-allow-http"),
+            (&["--jwks-url", "http://10.0.0.1/jwks"][..], "--jwks-allow-http"),
+            (&["--jwks-url", "ftp://issuer/jwks"][..], "https://"),
+            (&["--jwks-file", "/k", "--jwks-ca-file", "/ca.pem"][..], "needs an https"),
+            (&["--jwks-url", "http://127.0.0.1/j", "--jwks-ca-file", "/ca.pem"][..], "needs an https"),
             (&["--jwks-file", "/k", "--jwks-min-refresh", "10m"][..], "must not exceed"),
             (&["--jwks-file", "/k", "--leeway", "soon"][..], "invalid duration"),
             (&["--jwks-file", "/k", "--public-path", "healthz"][..], "starts with '/'"),

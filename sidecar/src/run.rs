@@ -62,7 +62,9 @@ pub async fn start(config: Config, shutdown: impl Future<Output = ()> + Send + '
         sources.push(tokio::spawn(file.run(Arc::clone(&keys))));
     }
     if let Some((uri, schedule)) = config.jwks_url.clone() {
-        sources.push(tokio::spawn(UrlSource::new(uri, schedule).run(Arc::clone(&keys))));
+        let source = UrlSource::new(uri, schedule, config.jwks_ca_file.clone())
+            .map_err(|e| Error::Config(format!("--jwks-ca-file: {e}")))?;
+        sources.push(tokio::spawn(source.run(Arc::clone(&keys))));
     }
 
     let (stop, stopped) = watch::channel(false);

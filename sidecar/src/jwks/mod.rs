@@ -16,6 +16,7 @@
 //! a shared write on every request.
 
 pub mod file;
+pub mod tls;
 pub mod url;
 
 use std::collections::HashMap;

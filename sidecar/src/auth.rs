@@ -21,6 +21,8 @@ pub struct Identity {
     pub claims: HeaderValue,
     /// The `scope` claim as signed, for scope checks.
     scopes: Box<str>,
+    /// `exp`: an upgraded connection closes then.
+    pub expires_at: i64,
 }
 
 /// Header values carry visible ASCII only: anything else in a claim (UTF-8,
@@ -43,6 +45,7 @@ impl Identity {
             client_id: header_value(v.claims.client_id.as_deref()),
             claims: HeaderValue::from_str(&v.payload_b64).map_err(|_| Rejection::Malformed("payload"))?,
             scopes: v.claims.scope.as_deref().unwrap_or_default().into(),
+            expires_at: v.claims.exp,
         })
     }
 

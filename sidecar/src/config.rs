@@ -17,6 +17,7 @@ use crate::jwks::url::Schedule;
 use crate::proxy::ProxyConfig;
 use crate::routes::{self, Routes, ScopeRule};
 use crate::server::Limits;
+use crate::tunnel::Bounds;
 use crate::verify::{AlgorithmSet, Policy, TokenProfile};
 use sigil_runtime::client_ip::Cidr;
 
@@ -165,6 +166,15 @@ pub struct Args {
     #[arg(long, env = "SIGIL_THREADS")]
     pub threads: Option<usize>,
 
+    /// Close an upgraded connection (WebSocket) after this long with no byte in either direction.
+    #[arg(long, env = "SIGIL_UPGRADE_IDLE_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
+    pub upgrade_idle_timeout: Duration,
+
+    /// Close an upgraded connection after this long at most; it also closes when the token that
+    /// opened it expires.
+    #[arg(long, env = "SIGIL_UPGRADE_MAX_LIFETIME", default_value = "1h", value_parser = parse_duration)]
+    pub upgrade_max_lifetime: Duration,
+
     /// After SIGTERM, how long to keep accepting requests while /readyz already fails, so the
     /// endpoint is removed everywhere before the listener closes (0s to stop at once). Keep
     /// --shutdown-delay plus --drain-timeout under the pod's terminationGracePeriodSeconds.
@@ -192,6 +202,7 @@ pub struct Config {
     pub routes: Routes,
     pub underscores: Underscores,
     pub trusted_proxies: Vec<Cidr>,
+    pub tunnels: Bounds,
     pub upstream: Uri,
     pub forward_token: bool,
     pub token_cache_size: usize,
@@ -278,6 +289,7 @@ impl Args {
             routes,
             underscores: self.headers_with_underscores,
             trusted_proxies: self.trusted_proxies,
+            tunnels: Bounds { idle: self.upgrade_idle_timeout, max_lifetime: self.upgrade_max_lifetime },
             upstream: self.upstream,
             forward_token: self.forward_token,
             token_cache_size: self.token_cache_size,
@@ -302,6 +314,7 @@ impl Config {
             routes: self.routes.clone(),
             underscores: self.underscores,
             trusted_proxies: self.trusted_proxies.clone(),
+            tunnels: self.tunnels,
             forward_token: self.forward_token,
             connect_timeout: self.upstream_connect_timeout,
             response_timeout: self.upstream_timeout,

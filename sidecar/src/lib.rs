@@ -23,6 +23,7 @@ pub mod rejection;
 pub mod routes;
 pub mod run;
 pub mod server;
+pub mod tunnel;
 pub mod verify;
 
 /// Errors that stop the sidecar from starting.

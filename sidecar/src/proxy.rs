@@ -15,7 +15,7 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use sigil_runtime::client_ip::Cidr;
 
 use crate::auth::{Authenticator, Identity};
@@ -25,6 +25,7 @@ use crate::metrics::Metrics;
 use crate::path::{self, NormalPath};
 use crate::rejection::{Denial, plain};
 use crate::routes::Routes;
+use crate::tunnel::{self, Bounds};
 
 /// Upstream bodies stream through untouched; the sidecar's own answers are small.
 pub type Body = Either<Incoming, Full<Bytes>>;
@@ -34,6 +35,7 @@ pub struct ProxyConfig {
     pub routes: Routes,
     pub underscores: Underscores,
     pub trusted_proxies: Vec<Cidr>,
+    pub tunnels: Bounds,
     pub forward_token: bool,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
@@ -44,6 +46,7 @@ pub struct Proxy {
     routes: Routes,
     underscores: Underscores,
     trusted_proxies: Vec<Cidr>,
+    tunnels: Bounds,
     client: Client<HttpConnector, Incoming>,
     scheme: Scheme,
     authority: Authority,
@@ -70,6 +73,7 @@ impl Proxy {
             routes: config.routes.clone(),
             underscores: config.underscores,
             trusted_proxies: config.trusted_proxies.clone(),
+            tunnels: config.tunnels,
             client,
             scheme: scheme.clone(),
             authority: authority.clone(),
@@ -110,8 +114,12 @@ impl Proxy {
         if let Some(identity) = &identity {
             headers::insert_identity(req.headers_mut(), identity);
         }
-        // No tunnel without a verified token: a public path never upgrades.
-        let upgrade = upgrade.filter(|_| identity.is_some());
+        // No tunnel without a verified token: a public path never upgrades,
+        // and a tunnel closes when the token that opened it expires.
+        let upgrade = match &identity {
+            Some(identity) => upgrade.map(|(protocol, on)| (protocol, on, identity.expires_at)),
+            None => None,
+        };
         let outcome = if identity.is_some() { "forwarded" } else { "public" };
         let Some(target) = forward_target(&uri, &normal) else {
             return self.deny(Denial::BadPath(path::PathError::NotAbsolute));
@@ -144,7 +152,7 @@ impl Proxy {
         &self,
         req: Request<Incoming>,
         target: PathAndQuery,
-        upgrade: Option<(Option<HeaderValue>, OnUpgrade)>,
+        upgrade: Option<(Option<HeaderValue>, OnUpgrade, i64)>,
         remote: SocketAddr,
         outcome: &'static str,
     ) -> Response<Body> {
@@ -156,10 +164,10 @@ impl Proxy {
             }
         }
         let client_upgrade = match upgrade {
-            Some((Some(protocol), on_upgrade)) => {
+            Some((Some(protocol), on_upgrade, expires_at)) => {
                 parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
                 parts.headers.insert(header::UPGRADE, protocol);
-                Some(on_upgrade)
+                Some((on_upgrade, expires_at))
             }
             _ => None,
         };
@@ -191,12 +199,19 @@ impl Proxy {
         };
         self.metrics.request(outcome);
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-            let Some(client_upgrade) = client_upgrade else {
+            let Some((client_upgrade, expires_at)) = client_upgrade else {
                 self.metrics.upstream_error("unrequested_upgrade");
                 return plain(StatusCode::BAD_GATEWAY, "bad gateway\n").map(Either::Right);
             };
             let upstream_upgrade = hyper::upgrade::on(&mut response);
-            tokio::spawn(tunnel(client_upgrade, upstream_upgrade));
+            let bounds = self.tunnels;
+            let deadline = tunnel::deadline(bounds, tokio::time::Instant::now(), crate::auth::unix_now(), expires_at);
+            let metrics = self.metrics.clone();
+            tokio::spawn(async move {
+                if let Some(closed) = tunnel::relay(client_upgrade, upstream_upgrade, bounds, deadline).await {
+                    metrics.tunnel_closed(closed.label());
+                }
+            });
             // Keep Connection/Upgrade: they are the 101's meaning.
             return response.map(|_| Either::Right(Full::default()));
         }
@@ -223,16 +238,4 @@ fn wants_upgrade(req: &Request<Incoming>) -> bool {
     req.version() == Version::HTTP_11
         && req.headers().contains_key(header::UPGRADE)
         && headers::connection_tokens(req.headers()).any(|t| t.eq_ignore_ascii_case("upgrade"))
-}
-
-async fn tunnel(client: OnUpgrade, upstream: OnUpgrade) {
-    match tokio::try_join!(client, upstream) {
-        Ok((client, upstream)) => {
-            let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
-            if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-                tracing::debug!(error = %e, "upgraded connection ended with an error");
-            }
-        }
-        Err(e) => tracing::debug!(error = %e, "upgrade failed"),
-    }
 }

@@ -307,3 +307,17 @@ async fn non_ascii_claims_are_forwarded_encoded() {
     assert_eq!(echoed_header(&e, "x-sigil-client-id").as_deref(), Some("100%25"));
     assert_eq!(echoed_header(&e, "x-sigil-scope").as_deref(), Some("orders:read orders:write"));
 }
+
+#[tokio::test]
+async fn a_public_path_never_opens_a_tunnel() {
+    let up = upstream().await;
+    let sc = binary(up.addr, &["--public-path", "/ws"]).await;
+    let raw = "GET /ws HTTP/1.1\r\nhost: app\r\nupgrade: echo\r\nconnection: upgrade\r\n\r\n";
+    let mut stream = TcpStream::connect(sc.addr).await.expect("connect");
+    stream.write_all(raw.as_bytes()).await.expect("write");
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await.expect("answer").expect("read");
+    let response = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(!response.starts_with("HTTP/1.1 101"), "{response}");
+    assert!(response.starts_with("HTTP/1.1 502"), "the app's unasked-for 101 is not passed on: {response}");
+}

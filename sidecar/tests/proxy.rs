@@ -324,6 +324,64 @@ async fn keeps_serving_through_the_shutdown_delay_while_not_ready() {
     assert!(TcpStream::connect(sc.running.addr).await.is_err(), "no longer accepting");
 }
 
+/// Opens a tunnel to the upstream's `/ws` echo with `token`.
+async fn open_tunnel(sc: &Sidecar, token: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(sc.running.addr).await.expect("connect");
+    let head = format!(
+        "GET /ws HTTP/1.1\r\nhost: x\r\nupgrade: echo\r\nconnection: upgrade\r\nauthorization: Bearer {token}\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.expect("write");
+    let mut buf = vec![0u8; 1024];
+    let n = stream.read(&mut buf).await.expect("read");
+    let response = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(response.starts_with("HTTP/1.1 101"), "{response}");
+    stream
+}
+
+/// Whether the tunnel still echoes; false once the sidecar closed it.
+async fn echoes(stream: &mut TcpStream) -> bool {
+    if stream.write_all(b"ping").await.is_err() {
+        return false;
+    }
+    let mut echoed = [0u8; 4];
+    matches!(tokio::time::timeout(Duration::from_secs(2), stream.read_exact(&mut echoed)).await, Ok(Ok(_)))
+}
+
+#[tokio::test]
+async fn tunnels_close_when_idle() {
+    let up = upstream().await;
+    let sc = sidecar(up.addr, &jwks_json(&[es()]), &["--upgrade-idle-timeout", "1s"]).await;
+    let mut stream = open_tunnel(&sc, &token(es())).await;
+    // Traffic keeps it open past the idle timeout...
+    for _ in 0..4 {
+        assert!(echoes(&mut stream).await);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    // ...silence closes it.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(2), stream.read_to_end(&mut rest)).await;
+    assert!(matches!(closed, Ok(Ok(0))), "{closed:?}");
+    assert_eq!(sc.running.metrics.count("tunnels_closed", "idle"), 1);
+}
+
+#[tokio::test]
+async fn tunnels_close_when_their_token_expires() {
+    let up = upstream().await;
+    let sc = sidecar(up.addr, &jwks_json(&[es()]), &[]).await;
+    let mut c = claims();
+    c["exp"] = json!(now() + 2);
+    let mut stream = open_tunnel(&sc, &sign(es(), &header(es()), &c)).await;
+    let opened = std::time::Instant::now();
+    // Busy the whole time: only the token's expiry can end it.
+    while echoes(&mut stream).await {
+        assert!(opened.elapsed() < Duration::from_secs(5), "the tunnel outlived its token");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(opened.elapsed() >= Duration::from_millis(900), "closed too early: {:?}", opened.elapsed());
+    assert_eq!(sc.running.metrics.count("tunnels_closed", "expired"), 1);
+}
+
 async fn raw_exchange(addr: std::net::SocketAddr, request: &[u8]) -> String {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     stream.write_all(request).await.expect("write");

@@ -4,8 +4,8 @@
 
 use std::path::PathBuf;
 
-use sigil_api::jwk::{JwkSet, b64};
-use sigil_api::{Algorithm, PrivateKey};
+use sigil_core::jwk::{JwkSet, b64};
+use sigil_core::{Algorithm, PrivateKey};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = PathBuf::from(std::env::args().nth(1).ok_or("usage: bench_keys DIR")?);

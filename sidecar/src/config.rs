@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use http::Uri;
-use sigil_api::Algorithm;
+use sigil_core::Algorithm;
 use sigil_runtime::telemetry::LogFormat;
 
 use crate::Error;
@@ -236,8 +236,8 @@ impl Args {
         if self.jwks_min_refresh > self.jwks_refresh {
             return bad(format!(
                 "--jwks-min-refresh ({}) must not exceed --jwks-refresh ({})",
-                sigil_api::duration::format(self.jwks_min_refresh),
-                sigil_api::duration::format(self.jwks_refresh)
+                sigil_core::duration::format(self.jwks_min_refresh),
+                sigil_core::duration::format(self.jwks_refresh)
             ));
         }
         if self.jwks_min_refresh.is_zero() {
@@ -323,7 +323,7 @@ impl Config {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    sigil_api::duration::parse(s).map_err(|e| e.to_string())
+    sigil_core::duration::parse(s).map_err(|e| e.to_string())
 }
 
 fn parse_upstream_uri(s: &str) -> Result<Uri, String> {

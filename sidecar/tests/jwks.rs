@@ -14,7 +14,7 @@ use clap::Parser as _;
 use http::{Response, StatusCode};
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
-use sigil_api::{Algorithm, PrivateKey};
+use sigil_core::{Algorithm, PrivateKey};
 use support::*;
 use tokio::net::TcpListener;
 

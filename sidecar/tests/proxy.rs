@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http::StatusCode;
 use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
-use sigil_api::Algorithm;
+use sigil_core::Algorithm;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -22,7 +22,7 @@ fn header_of(echo: &Value, name: &str) -> Option<String> {
     echo["headers"][name].as_array().map(|v| v.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(" | "))
 }
 
-fn es() -> &'static sigil_api::PrivateKey {
+fn es() -> &'static sigil_core::PrivateKey {
     key(Algorithm::ES256)
 }
 

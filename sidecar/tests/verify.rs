@@ -5,8 +5,8 @@ mod support;
 
 use aws_lc_rs::signature::{self as sig, EcdsaKeyPair, KeyPair as _};
 use serde_json::{Value, json};
-use sigil_api::jwk::b64;
-use sigil_api::{Algorithm, PrivateKey};
+use sigil_core::jwk::b64;
+use sigil_core::{Algorithm, PrivateKey};
 use sigil_sidecar::keys::KeySet;
 use sigil_sidecar::verify::{AlgorithmSet, Policy, Rejection, TokenProfile, verify};
 use support::*;
@@ -47,7 +47,7 @@ fn strict_base64url_no_standard_alphabet_padding_or_whitespace() {
     let good = token(es256());
     assert_eq!(check(&good, &keys), Ok(()));
     let (input, sig) = good.rsplit_once('.').expect("three parts");
-    let sig_bytes = sigil_api::jwk::b64_decode(sig).expect("b64");
+    let sig_bytes = sigil_core::jwk::b64_decode(sig).expect("b64");
     let std_sig = base64_std(&sig_bytes);
     let mut hostile = vec![
         format!("{input}.{sig}="),
@@ -242,7 +242,7 @@ fn ecdsa_r_or_s_zero_or_out_of_range() {
             (0..n_hex.len()).step_by(2).map(|i| u8::from_str_radix(&n_hex[i..i + 2], 16).expect("hex")).collect();
         let len = n.len();
         let good = token(k);
-        let real = sigil_api::jwk::b64_decode(good.rsplit_once('.').expect("dot").1).expect("b64");
+        let real = sigil_core::jwk::b64_decode(good.rsplit_once('.').expect("dot").1).expect("b64");
         let (r, s) = real.split_at(len);
         let zeros = vec![0u8; len];
         let ones = vec![0xffu8; len];

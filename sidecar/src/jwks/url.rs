@@ -48,7 +48,7 @@ enum FetchError {
     #[error("reading the body failed (larger than {MAX_JWKS_BYTES} bytes?): {0}")]
     Body(String),
     #[error("{0}")]
-    Jwks(sigil_api::jwk::JwkError),
+    Jwks(sigil_core::jwk::JwkError),
     #[error("{0}")]
     Tls(#[from] TlsError),
 }

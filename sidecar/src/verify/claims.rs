@@ -126,7 +126,7 @@ mod tests {
             audiences: vec!["orders".into(), "billing".into()],
             leeway_secs: 30,
             max_lifetime_secs: Some(3600),
-            algorithms: AlgorithmSet::from_iter(sigil_api::Algorithm::ALL),
+            algorithms: AlgorithmSet::from_iter(sigil_core::Algorithm::ALL),
             max_token_bytes: 8192,
             profile: TokenProfile::AccessToken,
         }

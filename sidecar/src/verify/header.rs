@@ -5,7 +5,7 @@
 //! configured JWKS (RFC 8725 section 3.10). `kid` is an opaque lookup string.
 
 use serde_json::Value;
-use sigil_api::Algorithm;
+use sigil_core::Algorithm;
 
 use super::{AlgorithmSet, Rejection, TokenProfile, strict_json};
 

@@ -10,7 +10,7 @@ mod strict_json;
 
 use std::sync::Arc;
 
-use sigil_api::Algorithm;
+use sigil_core::Algorithm;
 
 pub use claims::{Claims, still_valid};
 

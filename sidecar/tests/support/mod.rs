@@ -4,8 +4,8 @@
 use std::sync::{Arc, OnceLock};
 
 use serde_json::{Value, json};
-use sigil_api::jwk::{JwkSet, b64};
-use sigil_api::{Algorithm, PrivateKey};
+use sigil_core::jwk::{JwkSet, b64};
+use sigil_core::{Algorithm, PrivateKey};
 use sigil_sidecar::keys::{KeySet, Loaded};
 use sigil_sidecar::verify::{AlgorithmSet, Policy, TokenProfile};
 

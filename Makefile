@@ -19,6 +19,9 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 	$(CARGO) deny --log-level error check bans licenses sources
+	@# The sidecar runs in every app pod: no Kubernetes client in it.
+	@! $(CARGO) tree --locked -p sigil-sidecar -e normal | grep -E ' (kube|kube-[a-z]+|k8s-openapi) v' \
+		|| { echo "sigil-sidecar depends on a Kubernetes crate (cargo tree above)"; exit 1; }
 	shellcheck -x hack/*.sh hack/control-plane hack/tools/kubernetes/gen-replaces.sh
 
 ## build: release binaries of the operator, issuer, sidecar and demo app (the Dockerfile's exact build)

@@ -1,21 +1,18 @@
 //! Sigil's shared contract.
 //!
 //! Everything that more than one Sigil binary must agree on lives here, once:
-//! the `SigningKey` custom resource ([`signing_key`]), the algorithms it offers
-//! ([`algorithm`]), Go-style durations ([`duration`]), key material and its JWK
-//! form ([`keys`], [`jwk`]), and the layout of the Secret and JWKS ConfigMap the
+//! the `SigningKey` custom resource ([`signing_key`]), and, from `sigil-core`,
+//! the algorithms it offers ([`algorithm`]), Go-style durations ([`duration`]),
+//! key material and its JWK form ([`keys`], [`jwk`]); and the layout of the Secret and JWKS ConfigMap the
 //! operator writes and the issuer and sidecar read ([`contract`]).
 //!
 //! `docs/contract.md` describes the same contract for humans.
 
-#[macro_use]
-pub mod duration;
-pub mod algorithm;
 pub mod conditions;
 pub mod contract;
-pub mod jwk;
-pub mod keys;
 pub mod signing_key;
+
+pub use sigil_core::{algorithm, duration, jwk, keys};
 
 pub use algorithm::Algorithm;
 pub use jwk::{Jwk, JwkSet};

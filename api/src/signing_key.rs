@@ -100,7 +100,7 @@ pub struct SigningKeySpec {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[x_kube(
     validation = Rule::new(concat!(
-        "!self.every.matches('", duration_pattern!(), "') || !self.prePublish.matches('", duration_pattern!(),
+        "!self.every.matches('", sigil_core::duration_pattern!(), "') || !self.prePublish.matches('", sigil_core::duration_pattern!(),
         "') || duration(self.prePublish) < duration(self.every)"
     ))
     .message("prePublish must be shorter than every: a new key is published prePublish before it starts signing, within the key's period")
@@ -112,9 +112,9 @@ pub struct Rotation {
     #[serde(default = "default_every")]
     #[schemars(length(max = 32))]
     #[x_kube(
-        validation = Rule::new(concat!("self.matches('", duration_pattern!(), "')"))
+        validation = Rule::new(concat!("self.matches('", sigil_core::duration_pattern!(), "')"))
             .message("every must be a Go duration such as 720h, 90m or 1h30m"),
-        validation = Rule::new(concat!("!self.matches('", duration_pattern!(), "') || duration(self) >= duration('1m')"))
+        validation = Rule::new(concat!("!self.matches('", sigil_core::duration_pattern!(), "') || duration(self) >= duration('1m')"))
             .message("every must be at least 1m"),
     )]
     pub every: String,
@@ -123,7 +123,7 @@ pub struct Rotation {
     /// every verifier has fetched it by then (default `1h`; shorter than `every`).
     #[serde(default = "default_pre_publish")]
     #[schemars(length(max = 32))]
-    #[x_kube(validation = Rule::new(concat!("self.matches('", duration_pattern!(), "')"))
+    #[x_kube(validation = Rule::new(concat!("self.matches('", sigil_core::duration_pattern!(), "')"))
         .message("prePublish must be a Go duration such as 1h, 10m or 30s"))]
     pub pre_publish: String,
 
@@ -132,7 +132,7 @@ pub struct Rotation {
     /// before they expire (default `24h`).
     #[serde(default = "default_retain")]
     #[schemars(length(max = 32))]
-    #[x_kube(validation = Rule::new(concat!("self.matches('", duration_pattern!(), "')"))
+    #[x_kube(validation = Rule::new(concat!("self.matches('", sigil_core::duration_pattern!(), "')"))
         .message("retain must be a Go duration such as 24h, 90m or 30s"))]
     pub retain: String,
 }

@@ -8,8 +8,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use sigil_runtime::telemetry::LogFormat;
 
-use crate::client_ip::Cidr;
 use crate::error::{Error, Result};
+use sigil_runtime::client_ip::Cidr;
 
 /// The longest token lifetime the issuer accepts, from flags or a client entry.
 /// Access tokens cannot be revoked, so they must stay short-lived.

@@ -9,7 +9,6 @@
 
 pub mod auth;
 pub mod auth_cache;
-pub mod client_ip;
 pub mod clients;
 pub mod config;
 pub mod error;

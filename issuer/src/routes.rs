@@ -16,7 +16,6 @@ use axum::routing::{get, post};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 
 use crate::auth::AuthError;
-use crate::client_ip;
 use crate::clients::{Client, GrantType};
 use crate::metrics::IssuedLabels;
 use crate::oauth::OAuthError;
@@ -24,6 +23,7 @@ use crate::scope::{self, ScopeError};
 use crate::state::AppState;
 use crate::token::{self, Grant};
 use crate::token_request::{self, TokenRequest};
+use sigil_runtime::client_ip;
 
 /// Token requests are a handful of short parameters; anything bigger is not one.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;

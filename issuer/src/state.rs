@@ -22,7 +22,7 @@ pub struct Settings {
     pub audience: String,
     pub token_ttl: Duration,
     pub jwks_max_age: Duration,
-    pub trusted_proxies: Vec<crate::client_ip::Cidr>,
+    pub trusted_proxies: Vec<sigil_runtime::client_ip::Cidr>,
 }
 
 pub struct AppState {

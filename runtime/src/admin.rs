@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode, header};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
@@ -38,6 +38,9 @@ impl Readiness {
 /// Probes and scrapes are quick; a stuck one must not hold up shutdown.
 const ADMIN_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// Probes send their request at once; a client that trickles its head in is cut off.
+const ADMIN_HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// OpenMetrics text exposition, what prometheus-client renders.
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -49,7 +52,8 @@ pub async fn serve(
     ready: Readiness,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(ADMIN_HEADER_READ_TIMEOUT);
     crate::serve::connections(listener, shutdown, ADMIN_DRAIN, move |stream, _| {
         let (registry, ready) = (registry.clone(), ready.clone());
         let service = hyper::service::service_fn(move |req| {
@@ -130,6 +134,13 @@ mod tests {
         assert!(metrics.contains("application/openmetrics-text"), "{metrics}");
         assert!(metrics.contains("sigil_test_events_total 3"), "{metrics}");
         assert!(get(addr, "/nope").await.starts_with("HTTP/1.1 404"));
+
+        // A request head that never completes is cut off, not held open.
+        let mut slow = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: admin\r\n").await.expect("write");
+        let mut rest = Vec::new();
+        let cut = tokio::time::timeout(ADMIN_HEADER_READ_TIMEOUT * 2, slow.read_to_end(&mut rest)).await;
+        assert!(cut.is_ok(), "the admin port closed a connection whose head never ended");
 
         stop.send(()).expect("stop");
         tokio::time::timeout(std::time::Duration::from_secs(5), server)

@@ -4,8 +4,8 @@
 
 use std::path::PathBuf;
 
-use sigil_api::jwk::{JwkSet, b64};
-use sigil_api::{Algorithm, PrivateKey};
+use sigil_core::jwk::{JwkSet, b64};
+use sigil_core::{Algorithm, PrivateKey};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = PathBuf::from(std::env::args().nth(1).ok_or("usage: bench_keys DIR")?);
@@ -15,7 +15,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let header = serde_json::json!({"alg": "RS256", "kid": key.kid(), "typ": "at+jwt"});
     let claims = serde_json::json!({
         "iss": "https://issuer.bench", "aud": "orders", "sub": "bench-user", "client_id": "wrk",
-        "scope": "orders:read", "iat": now, "exp": now + 86_400,
+        "scope": "orders:read", "iat": now, "exp": now + 86_400, "jti": "bench-token-1",
     });
     let input = format!("{}.{}", b64(header.to_string().as_bytes()), b64(claims.to_string().as_bytes()));
     let token = format!("{input}.{}", b64(&key.sign(input.as_bytes())?));

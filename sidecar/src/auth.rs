@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use http::HeaderValue;
+use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 
 use crate::cache::{TokenCache, digest};
 use crate::jwks::KeyStore;
@@ -12,34 +13,45 @@ use crate::verify::{Policy, Rejection, Verified, verify};
 /// What the app is told about a verified caller, ready to insert as headers.
 #[derive(Debug)]
 pub struct Identity {
-    pub subject: Option<HeaderValue>,
-    pub scope: Option<HeaderValue>,
-    pub client_id: Option<HeaderValue>,
+    /// `sub`, `scope` and `client_id`, empty when the token lacks the claim.
+    pub subject: HeaderValue,
+    pub scope: HeaderValue,
+    pub client_id: HeaderValue,
     /// The verified payload, base64url, exactly as signed.
     pub claims: HeaderValue,
+    /// The `scope` claim as signed, for scope checks.
+    scopes: Box<str>,
+    /// `exp`: an upgraded connection closes then.
+    pub expires_at: i64,
+}
+
+/// Header values carry visible ASCII only: anything else in a claim (UTF-8,
+/// control characters) and `%` itself is percent-encoded, so every claim
+/// reaches the app and decodes back to exactly what was signed.
+const HEADER_UNSAFE: &AsciiSet = &CONTROLS.add(b'%');
+
+fn header_value(claim: Option<&str>) -> HeaderValue {
+    let Some(claim) = claim else { return HeaderValue::from_static("") };
+    let encoded: std::borrow::Cow<'_, str> = utf8_percent_encode(claim, HEADER_UNSAFE).into();
+    // Cannot fail: only visible ASCII and spaces remain.
+    HeaderValue::from_str(&encoded).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 impl Identity {
     fn from_verified(v: &Verified) -> Result<Identity, Rejection> {
-        // A claim the app cannot receive as a header (e.g. with a newline) is
-        // refused rather than silently dropped.
-        let header = |s: &Option<String>| match s {
-            None => Ok(None),
-            Some(s) => HeaderValue::from_str(s)
-                .map(Some)
-                .map_err(|_| Rejection::BadClaims("a forwarded claim is not a valid header value")),
-        };
         Ok(Identity {
-            subject: header(&v.claims.sub)?,
-            scope: header(&v.claims.scope)?,
-            client_id: header(&v.claims.client_id)?,
+            subject: header_value(v.claims.sub.as_deref()),
+            scope: header_value(v.claims.scope.as_deref()),
+            client_id: header_value(v.claims.client_id.as_deref()),
             claims: HeaderValue::from_str(&v.payload_b64).map_err(|_| Rejection::Malformed("payload"))?,
+            scopes: v.claims.scope.as_deref().unwrap_or_default().into(),
+            expires_at: v.claims.exp,
         })
     }
 
     /// Whether the token's `scope` (space-separated, RFC 9068) holds `wanted`.
     pub fn has_scope(&self, wanted: &str) -> bool {
-        self.scope.as_ref().and_then(|s| s.to_str().ok()).is_some_and(|s| s.split(' ').any(|have| have == wanted))
+        self.scopes.split(' ').any(|have| have == wanted)
     }
 }
 
@@ -92,4 +104,27 @@ pub fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claims_become_header_values_that_decode_to_what_was_signed() {
+        for (claim, header) in [
+            ("alice", "alice"),
+            ("orders:read orders:write", "orders:read orders:write"),
+            ("zoë", "zo%C3%AB"),
+            ("a\r\nx-sigil-subject: admin", "a%0D%0Ax-sigil-subject: admin"),
+            ("100%", "100%25"),
+            ("\u{7f}", "%7F"),
+        ] {
+            let value = header_value(Some(claim));
+            assert_eq!(value, header, "{claim:?}");
+            let decoded = percent_encoding::percent_decode(value.as_bytes()).decode_utf8().expect("utf8");
+            assert_eq!(decoded, claim);
+        }
+        assert_eq!(header_value(None), "");
+    }
 }

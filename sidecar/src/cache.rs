@@ -109,8 +109,8 @@ impl Hasher for DigestHasher {
 mod tests {
     use super::*;
     use crate::keys::Loaded;
-    use sigil_api::jwk::JwkSet;
-    use sigil_api::{Algorithm, PrivateKey};
+    use sigil_core::jwk::JwkSet;
+    use sigil_core::{Algorithm, PrivateKey};
 
     fn keys_of(keys: &[&PrivateKey], previous: &KeySet) -> KeySet {
         let json = JwkSet { keys: keys.iter().map(|k| k.public_jwk().clone()).collect() }.to_json();

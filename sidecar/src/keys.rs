@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use aws_lc_rs::signature::{self as sig, ParsedPublicKey, RsaPublicKeyComponents};
 use jsonwebtoken::DecodingKeyKind;
-use sigil_api::Algorithm;
-use sigil_api::jwk::{JwkError, JwkSet, VerifyingKey};
+use sigil_core::Algorithm;
+use sigil_core::jwk::{JwkError, JwkSet, VerifyingKey};
 
 /// One public key, bound to the one algorithm its JWK names.
 pub struct Key {

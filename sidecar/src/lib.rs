@@ -1,23 +1,29 @@
 //! `sigil-sidecar`: a reverse proxy that verifies Bearer tokens with public
 //! keys only and forwards verified requests to the application beside it.
 //!
-//! The request path, in order: [`proxy`] strips client `X-Sigil-*` headers,
-//! [`routes`] decides public or protected, [`bearer`] finds the token,
-//! [`auth`] consults the [`cache`] and the pure [`verify`] function against the
-//! current [`keys`] (kept fresh by [`jwks`]), and [`proxy`] forwards.
+//! The request path, in its security order ([`proxy::Proxy::handle`]):
+//! [`headers`] removes what clients may not send, [`path`] gives the one
+//! spelling every decision uses, [`routes`] decides public or protected,
+//! [`bearer`] finds the token, [`auth`] consults the [`cache`] and the pure
+//! [`verify`] function against the current [`keys`] (kept fresh by [`jwks`]),
+//! [`routes`] names the scopes to authorise, and [`proxy`] forwards the
+//! normalised request with the identity [`headers`].
 
 pub mod auth;
 pub mod bearer;
 pub mod cache;
 pub mod config;
+pub mod headers;
 pub mod jwks;
 pub mod keys;
 pub mod metrics;
+pub mod path;
 pub mod proxy;
 pub mod rejection;
 pub mod routes;
 pub mod run;
 pub mod server;
+pub mod tunnel;
 pub mod verify;
 
 /// Errors that stop the sidecar from starting.

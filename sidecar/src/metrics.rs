@@ -18,6 +18,7 @@ pub struct Metrics {
     jwks_loads: Family<Labels2, Counter>,
     keys: Gauge,
     jwks_last_success: Family<Label, Gauge>,
+    tunnels_closed: Family<Label, Counter>,
 }
 
 impl Metrics {
@@ -41,6 +42,11 @@ impl Metrics {
             "jwks_last_success_timestamp_seconds",
             "Unix time of the last successful JWKS load, by source",
             self.jwks_last_success.clone(),
+        );
+        r.register(
+            "tunnels_closed",
+            "Upgraded connections the sidecar closed, by reason (idle, expired)",
+            self.tunnels_closed.clone(),
         );
     }
 
@@ -71,6 +77,10 @@ impl Metrics {
         }
     }
 
+    pub fn tunnel_closed(&self, reason: &'static str) {
+        self.tunnels_closed.get_or_create(&[("reason", reason)]).inc();
+    }
+
     pub fn set_keys(&self, n: usize) {
         self.keys.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
@@ -81,12 +91,14 @@ impl Metrics {
             "requests" => &self.requests,
             "rejections" => &self.rejections,
             "upstream_errors" => &self.upstream_errors,
+            "tunnels_closed" => &self.tunnels_closed,
             _ => &self.cache,
         };
         let key = match family {
             "requests" => "outcome",
             "rejections" => "reason",
             "upstream_errors" => "kind",
+            "tunnels_closed" => "reason",
             _ => "result",
         };
         f.get_or_create(&[(key, label)]).get()

@@ -1,5 +1,7 @@
-//! The request path: strip what clients may not send, verify, authorize,
-//! forward to the app, stream the answer back.
+//! The request path, stage by stage in the order that matters: sanitise
+//! headers, normalise the path, route (public or protected), authenticate,
+//! authorise, forward. Each stage is a small pure function in its own module;
+//! this one composes them and does the I/O.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -7,45 +9,33 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version, header};
+use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
+use sigil_runtime::client_ip::Cidr;
 
 use crate::auth::{Authenticator, Identity};
 use crate::bearer;
+use crate::headers::{self, Underscores};
 use crate::metrics::Metrics;
+use crate::path::{self, NormalPath};
 use crate::rejection::{Denial, plain};
-use crate::routes::{self, Routes};
+use crate::routes::Routes;
+use crate::tunnel::{self, Bounds};
 
 /// Upstream bodies stream through untouched; the sidecar's own answers are small.
 pub type Body = Either<Incoming, Full<Bytes>>;
 
-pub const X_SIGIL_SUBJECT: HeaderName = HeaderName::from_static("x-sigil-subject");
-pub const X_SIGIL_SCOPE: HeaderName = HeaderName::from_static("x-sigil-scope");
-pub const X_SIGIL_CLIENT_ID: HeaderName = HeaderName::from_static("x-sigil-client-id");
-pub const X_SIGIL_CLAIMS: HeaderName = HeaderName::from_static("x-sigil-claims");
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-
-/// Headers that describe one hop, never forwarded (RFC 9110 section 7.6.1).
-const HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
-
 pub struct ProxyConfig {
     pub upstream: Uri,
     pub routes: Routes,
+    pub underscores: Underscores,
+    pub trusted_proxies: Vec<Cidr>,
+    pub tunnels: Bounds,
     pub forward_token: bool,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
@@ -54,6 +44,9 @@ pub struct ProxyConfig {
 pub struct Proxy {
     auth: Arc<Authenticator>,
     routes: Routes,
+    underscores: Underscores,
+    trusted_proxies: Vec<Cidr>,
+    tunnels: Bounds,
     client: Client<HttpConnector, Incoming>,
     scheme: Scheme,
     authority: Authority,
@@ -78,6 +71,9 @@ impl Proxy {
         Ok(Proxy {
             auth,
             routes: config.routes.clone(),
+            underscores: config.underscores,
+            trusted_proxies: config.trusted_proxies.clone(),
+            tunnels: config.tunnels,
             client,
             scheme: scheme.clone(),
             authority: authority.clone(),
@@ -88,40 +84,53 @@ impl Proxy {
     }
 
     pub async fn handle(&self, mut req: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
-        // First, on every request, verified or public: the app must be able to
-        // trust that X-Sigil-* came from us.
-        strip_sigil_headers(req.headers_mut());
-        // Hop-by-hop headers go before anything is added: a client listing
-        // `Connection: x-sigil-subject` must not be able to delete what we add.
+        // 1. Headers: before anything reads them, so the app can trust that
+        // X-Sigil-* came from us, on public paths too.
+        if headers::sanitize(req.headers_mut(), self.underscores).is_err() {
+            return self.deny(Denial::UnderscoreHeader);
+        }
         let upgrade =
             wants_upgrade(&req).then(|| (req.headers().get(header::UPGRADE).cloned(), hyper::upgrade::on(&mut req)));
-        remove_hop_by_hop(req.headers_mut());
-        let path = req.uri().path();
-        if !routes::is_normalized(path) {
-            return self.deny(Denial::BadPath);
-        }
-        let identity = if self.routes.is_public(path) {
+        headers::remove_hop_by_hop(req.headers_mut());
+        // 2. One spelling of the path for every decision and for the app.
+        let uri = req.uri().clone();
+        let normal = match path::normalize(uri.path(), self.routes.case_insensitive()) {
+            Ok(normal) => normal,
+            Err(e) => return self.deny(Denial::BadPath(e)),
+        };
+        // 3-5. Route, authenticate, authorise.
+        let identity = if self.routes.is_public(&normal.route) {
             None
         } else {
-            match self.authorize(&req) {
+            match self.authorize(&req, &normal.route) {
                 Ok(identity) => Some(identity),
                 Err(denial) => return self.deny(denial),
             }
         };
+        // 6. Forward what was decided on.
         if !self.forward_token {
             req.headers_mut().remove(header::AUTHORIZATION);
         }
         if let Some(identity) = &identity {
-            insert_identity(req.headers_mut(), identity);
+            headers::insert_identity(req.headers_mut(), identity);
         }
+        // No tunnel without a verified token: a public path never upgrades,
+        // and a tunnel closes when the token that opened it expires.
+        let upgrade = match &identity {
+            Some(identity) => upgrade.map(|(protocol, on)| (protocol, on, identity.expires_at)),
+            None => None,
+        };
         let outcome = if identity.is_some() { "forwarded" } else { "public" };
-        self.forward(req, upgrade, remote, outcome).await
+        let Some(target) = forward_target(&uri, &normal) else {
+            return self.deny(Denial::BadPath(path::PathError::NotAbsolute));
+        };
+        self.forward(req, target, upgrade, remote, outcome).await
     }
 
-    fn authorize(&self, req: &Request<Incoming>) -> Result<Arc<Identity>, Denial> {
+    fn authorize(&self, req: &Request<Incoming>, route: &str) -> Result<Arc<Identity>, Denial> {
         let token = bearer::extract(req.headers(), req.uri().query())?;
         let identity = self.auth.authenticate(token).map_err(Denial::InvalidToken)?;
-        let mut required = self.routes.required_scopes(req.uri().path());
+        let mut required = self.routes.required_scopes(route);
         if required.any(|scope| !identity.has_scope(scope)) {
             return Err(Denial::InsufficientScope);
         }
@@ -133,6 +142,7 @@ impl Proxy {
         match denial {
             Denial::InvalidToken(reason) => tracing::debug!(%reason, "token rejected"),
             Denial::InvalidRequest(reason) => tracing::debug!(reason, "request rejected"),
+            Denial::BadPath(reason) => tracing::debug!(%reason, "path rejected"),
             other => tracing::debug!(reason = other.label(), "request rejected"),
         }
         denial.response().map(Either::Right)
@@ -141,7 +151,8 @@ impl Proxy {
     async fn forward(
         &self,
         req: Request<Incoming>,
-        upgrade: Option<(Option<HeaderValue>, OnUpgrade)>,
+        target: PathAndQuery,
+        upgrade: Option<(Option<HeaderValue>, OnUpgrade, i64)>,
         remote: SocketAddr,
         outcome: &'static str,
     ) -> Response<Body> {
@@ -153,23 +164,22 @@ impl Proxy {
             }
         }
         let client_upgrade = match upgrade {
-            Some((Some(protocol), on_upgrade)) => {
+            Some((Some(protocol), on_upgrade, expires_at)) => {
                 parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
                 parts.headers.insert(header::UPGRADE, protocol);
-                Some(on_upgrade)
+                Some((on_upgrade, expires_at))
             }
             _ => None,
         };
-        set_forwarded(&mut parts.headers, remote);
-        let path = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+        headers::set_forwarded(&mut parts.headers, remote.ip(), &self.trusted_proxies);
         parts.uri = match Uri::builder()
             .scheme(self.scheme.clone())
             .authority(self.authority.clone())
-            .path_and_query(path)
+            .path_and_query(target)
             .build()
         {
             Ok(uri) => uri,
-            Err(_) => return self.deny(Denial::BadPath),
+            Err(_) => return self.deny(Denial::BadPath(path::PathError::NotAbsolute)),
         };
         parts.version = Version::HTTP_11;
         let request = Request::from_parts(parts, body);
@@ -189,77 +199,43 @@ impl Proxy {
         };
         self.metrics.request(outcome);
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-            let Some(client_upgrade) = client_upgrade else {
+            let Some((client_upgrade, expires_at)) = client_upgrade else {
                 self.metrics.upstream_error("unrequested_upgrade");
                 return plain(StatusCode::BAD_GATEWAY, "bad gateway\n").map(Either::Right);
             };
             let upstream_upgrade = hyper::upgrade::on(&mut response);
-            tokio::spawn(tunnel(client_upgrade, upstream_upgrade));
+            let bounds = self.tunnels;
+            let deadline = tunnel::deadline(bounds, tokio::time::Instant::now(), crate::auth::unix_now(), expires_at);
+            let metrics = self.metrics.clone();
+            tokio::spawn(async move {
+                if let Some(closed) = tunnel::relay(client_upgrade, upstream_upgrade, bounds, deadline).await {
+                    metrics.tunnel_closed(closed.label());
+                }
+            });
             // Keep Connection/Upgrade: they are the 101's meaning.
             return response.map(|_| Either::Right(Full::default()));
         }
-        remove_hop_by_hop(response.headers_mut());
+        headers::remove_hop_by_hop(response.headers_mut());
         response.map(Either::Left)
     }
 }
 
-fn strip_sigil_headers(headers: &mut HeaderMap) {
-    let names: Vec<HeaderName> = headers.keys().filter(|n| n.as_str().starts_with("x-sigil-")).cloned().collect();
-    for name in names {
-        headers.remove(name);
+/// The normalised path with the query as received; the request's own target
+/// when the path was already normal.
+fn forward_target(uri: &Uri, normal: &NormalPath<'_>) -> Option<PathAndQuery> {
+    if matches!(normal.path, std::borrow::Cow::Borrowed(_)) {
+        return Some(uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")));
     }
-}
-
-fn insert_identity(headers: &mut HeaderMap, identity: &Identity) {
-    for (name, value) in [
-        (X_SIGIL_SUBJECT, &identity.subject),
-        (X_SIGIL_SCOPE, &identity.scope),
-        (X_SIGIL_CLIENT_ID, &identity.client_id),
-    ] {
-        if let Some(value) = value {
-            headers.insert(name, value.clone());
-        }
-    }
-    headers.insert(X_SIGIL_CLAIMS, identity.claims.clone());
+    let target = match uri.query() {
+        Some(query) => format!("{}?{query}", normal.path),
+        None => normal.path.clone().into_owned(),
+    };
+    PathAndQuery::try_from(target).ok()
 }
 
 /// An HTTP/1.1 request asking to switch protocols (e.g. WebSocket).
 fn wants_upgrade(req: &Request<Incoming>) -> bool {
     req.version() == Version::HTTP_11
         && req.headers().contains_key(header::UPGRADE)
-        && connection_tokens(req.headers()).any(|t| t.eq_ignore_ascii_case("upgrade"))
-}
-
-fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
-    headers.get_all(header::CONNECTION).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).map(str::trim)
-}
-
-fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = connection_tokens(headers).filter_map(|t| HeaderName::try_from(t).ok()).collect();
-    for name in named.into_iter().chain(HOP_BY_HOP) {
-        headers.remove(name);
-    }
-}
-
-/// Appends the peer to X-Forwarded-For and states the scheme it used.
-fn set_forwarded(headers: &mut HeaderMap, remote: SocketAddr) {
-    let prior: Vec<&str> = headers.get_all(&X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()).collect();
-    let ip = remote.ip().to_string();
-    let value = if prior.is_empty() { ip } else { format!("{}, {ip}", prior.join(", ")) };
-    if let Ok(value) = HeaderValue::from_str(&value) {
-        headers.insert(X_FORWARDED_FOR, value);
-    }
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-}
-
-async fn tunnel(client: OnUpgrade, upstream: OnUpgrade) {
-    match tokio::try_join!(client, upstream) {
-        Ok((client, upstream)) => {
-            let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
-            if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-                tracing::debug!(error = %e, "upgraded connection ended with an error");
-            }
-        }
-        Err(e) => tracing::debug!(error = %e, "upgrade failed"),
-    }
+        && headers::connection_tokens(req.headers()).any(|t| t.eq_ignore_ascii_case("upgrade"))
 }

@@ -5,6 +5,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
 
+use crate::path::PathError;
 use crate::verify::Rejection;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,8 +19,10 @@ pub enum Denial {
     InvalidToken(Rejection),
     /// A valid token without a required scope: 403 `insufficient_scope`.
     InsufficientScope,
-    /// A path with dot segments or encoded separators: 400.
-    BadPath,
+    /// A path with no safe normal form ([`crate::path`]): 400.
+    BadPath(PathError),
+    /// A request header name with `_` while those are refused: 400.
+    UnderscoreHeader,
 }
 
 impl Denial {
@@ -29,7 +32,8 @@ impl Denial {
             Denial::InvalidRequest(_) => "invalid_request",
             Denial::InvalidToken(r) => r.label(),
             Denial::InsufficientScope => "insufficient_scope",
-            Denial::BadPath => "bad_path",
+            Denial::BadPath(_) => "bad_path",
+            Denial::UnderscoreHeader => "underscore_header",
         }
     }
 
@@ -45,7 +49,7 @@ impl Denial {
             Denial::InsufficientScope => {
                 (StatusCode::FORBIDDEN, Some(r#"Bearer realm="sigil", error="insufficient_scope""#), "forbidden\n")
             }
-            Denial::BadPath => (StatusCode::BAD_REQUEST, None, "bad request\n"),
+            Denial::BadPath(_) | Denial::UnderscoreHeader => (StatusCode::BAD_REQUEST, None, "bad request\n"),
         };
         let mut response = plain(status, body);
         if let Some(challenge) = challenge {

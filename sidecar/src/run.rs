@@ -62,7 +62,9 @@ pub async fn start(config: Config, shutdown: impl Future<Output = ()> + Send + '
         sources.push(tokio::spawn(file.run(Arc::clone(&keys))));
     }
     if let Some((uri, schedule)) = config.jwks_url.clone() {
-        sources.push(tokio::spawn(UrlSource::new(uri, schedule).run(Arc::clone(&keys))));
+        let source = UrlSource::new(uri, schedule, config.jwks_ca_file.clone())
+            .map_err(|e| Error::Config(format!("--jwks-ca-file: {e}")))?;
+        sources.push(tokio::spawn(source.run(Arc::clone(&keys))));
     }
 
     let (stop, stopped) = watch::channel(false);
@@ -85,8 +87,12 @@ pub async fn start(config: Config, shutdown: impl Future<Output = ()> + Send + '
         })
     };
     tracing::info!(%addr, %admin_addr, upstream = %config.upstream, threads = workers.len(), "sidecar listening");
+    for overlap in config.routes.overlaps() {
+        tracing::warn!(%overlap, "path rules overlap; the most specific prefix decides public or protected");
+    }
     let done = {
         let ready = ready.clone();
+        let shutdown_delay = config.shutdown_delay;
         tokio::spawn(async move {
             shutdown.await;
             // Key sources stop first, so no reload can flip readiness back on;
@@ -95,6 +101,10 @@ pub async fn start(config: Config, shutdown: impl Future<Output = ()> + Send + '
                 source.abort();
             }
             ready.set(false);
+            if !shutdown_delay.is_zero() {
+                tracing::info!(delay = ?shutdown_delay, "shutting down: not ready, serving on while endpoints are removed");
+                tokio::time::sleep(shutdown_delay).await;
+            }
             let _ = stop.send(true);
             let _ = tokio::task::spawn_blocking(move || {
                 for worker in workers {

@@ -5,10 +5,10 @@ mod support;
 
 use aws_lc_rs::signature::{self as sig, EcdsaKeyPair, KeyPair as _};
 use serde_json::{Value, json};
-use sigil_api::jwk::b64;
-use sigil_api::{Algorithm, PrivateKey};
+use sigil_core::jwk::b64;
+use sigil_core::{Algorithm, PrivateKey};
 use sigil_sidecar::keys::KeySet;
-use sigil_sidecar::verify::{AlgorithmSet, Rejection, verify};
+use sigil_sidecar::verify::{AlgorithmSet, Policy, Rejection, TokenProfile, verify};
 use support::*;
 
 fn check(token: &str, keys: &KeySet) -> Result<(), Rejection> {
@@ -47,7 +47,7 @@ fn strict_base64url_no_standard_alphabet_padding_or_whitespace() {
     let good = token(es256());
     assert_eq!(check(&good, &keys), Ok(()));
     let (input, sig) = good.rsplit_once('.').expect("three parts");
-    let sig_bytes = sigil_api::jwk::b64_decode(sig).expect("b64");
+    let sig_bytes = sigil_core::jwk::b64_decode(sig).expect("b64");
     let std_sig = base64_std(&sig_bytes);
     let mut hostile = vec![
         format!("{input}.{sig}="),
@@ -153,10 +153,13 @@ fn alg_must_equal_the_keys_alg() {
     let rsa = rs256();
     let pss = PrivateKey::from_pkcs8_pem(Algorithm::PS256, rsa.to_pkcs8_pem().as_bytes()).expect("same key as PS256");
     let keys = keyset(&[rsa]);
-    let t = sign(&pss, &json!({"alg": "PS256", "kid": rsa.kid()}), &claims());
+    let t = sign(&pss, &json!({"typ": "at+jwt", "alg": "PS256", "kid": rsa.kid()}), &claims());
     assert_eq!(check(&t, &keys), Err(Rejection::AlgorithmMismatch));
     // Control: with a JWK that says PS256 the very same token verifies.
-    assert_eq!(check(&sign(&pss, &json!({"alg": "PS256", "kid": pss.kid()}), &claims()), &keyset(&[&pss])), Ok(()));
+    assert_eq!(
+        check(&sign(&pss, &json!({"typ": "at+jwt", "alg": "PS256", "kid": pss.kid()}), &claims()), &keyset(&[&pss])),
+        Ok(())
+    );
 }
 
 #[test]
@@ -164,7 +167,7 @@ fn key_type_must_fit_the_algorithm() {
     // An EC-signed token pointing at an RSA key's kid.
     let (ec, rsa) = (es256(), rs256());
     let keys = keyset(&[ec, rsa]);
-    let t = sign(ec, &json!({"alg": "ES256", "kid": rsa.kid()}), &claims());
+    let t = sign(ec, &json!({"typ": "at+jwt", "alg": "ES256", "kid": rsa.kid()}), &claims());
     assert_eq!(check(&t, &keys), Err(Rejection::AlgorithmMismatch));
     // A JWK claiming ES256 over RSA material never becomes a key.
     let mut jwk = serde_json::to_value(rsa.public_jwk()).expect("jwk");
@@ -179,10 +182,10 @@ fn none_in_any_spelling() {
     let keys = keyset(&[k]);
     let payload = b64(claims().to_string().as_bytes());
     for alg in ["none", "None", "NONE", "nOnE", " none"] {
-        let h = b64(json!({"alg": alg, "kid": k.kid()}).to_string().as_bytes());
+        let h = b64(json!({"typ": "at+jwt", "alg": alg, "kid": k.kid()}).to_string().as_bytes());
         assert!(check(&format!("{h}.{payload}."), &keys).is_err(), "{alg}");
         // Even with a real signature over the input.
-        let t = sign(k, &json!({"alg": alg, "kid": k.kid()}), &claims());
+        let t = sign(k, &json!({"typ": "at+jwt", "alg": alg, "kid": k.kid()}), &claims());
         assert_eq!(check(&t, &keys), Err(Rejection::AlgorithmNotAllowed), "{alg}");
     }
 }
@@ -203,7 +206,7 @@ fn hs256_signed_with_the_public_key_as_hmac_secret() {
     let jwk_json = serde_json::to_string(rsa.public_jwk()).expect("jwk");
     for secret in [jwks.as_bytes(), jwk_json.as_bytes(), rsa.kid().as_bytes()] {
         for alg in ["HS256", "HS384", "HS512"] {
-            let h = b64(json!({"alg": alg, "kid": rsa.kid()}).to_string().as_bytes());
+            let h = b64(json!({"typ": "at+jwt", "alg": alg, "kid": rsa.kid()}).to_string().as_bytes());
             let p = b64(claims().to_string().as_bytes());
             let input = format!("{h}.{p}");
             let hmac_alg = match alg {
@@ -239,7 +242,7 @@ fn ecdsa_r_or_s_zero_or_out_of_range() {
             (0..n_hex.len()).step_by(2).map(|i| u8::from_str_radix(&n_hex[i..i + 2], 16).expect("hex")).collect();
         let len = n.len();
         let good = token(k);
-        let real = sigil_api::jwk::b64_decode(good.rsplit_once('.').expect("dot").1).expect("b64");
+        let real = sigil_core::jwk::b64_decode(good.rsplit_once('.').expect("dot").1).expect("b64");
         let (r, s) = real.split_at(len);
         let zeros = vec![0u8; len];
         let ones = vec![0xffu8; len];
@@ -287,8 +290,8 @@ fn keys_named_in_the_header_are_ignored() {
         json!({"x5u": "http://127.0.0.1:1/cert.pem"}),
         json!({"x5c": [x5c]}),
     ] {
-        let mut with_kid = json!({"alg": "ES256", "kid": attacker.kid()});
-        let mut no_kid = json!({"alg": "ES256"});
+        let mut with_kid = json!({"typ": "at+jwt", "alg": "ES256", "kid": attacker.kid()});
+        let mut no_kid = json!({"typ": "at+jwt", "alg": "ES256"});
         for (name, value) in extra.as_object().expect("object") {
             with_kid[name] = value.clone();
             no_kid[name] = value.clone();
@@ -307,14 +310,14 @@ fn kid_is_opaque() {
         ["../../../../etc/passwd", "/dev/zero", "%2e%2e%2f", &format!("{}/../{}", k.kid(), k.kid()), &"A".repeat(4000)]
     {
         assert_eq!(
-            check(&sign(k, &json!({"alg": "ES256", "kid": kid}), &claims()), &keys),
+            check(&sign(k, &json!({"typ": "at+jwt", "alg": "ES256", "kid": kid}), &claims()), &keys),
             Err(Rejection::UnknownKey),
             "{kid}"
         );
     }
     for kid in [json!(1), json!(null), json!([k.kid()]), json!({"kid": k.kid()}), json!(true)] {
         assert_eq!(
-            check(&sign(k, &json!({"alg": "ES256", "kid": kid}), &claims()), &keys),
+            check(&sign(k, &json!({"typ": "at+jwt", "alg": "ES256", "kid": kid}), &claims()), &keys),
             Err(Rejection::BadHeader("kid is not a string"))
         );
     }
@@ -323,7 +326,7 @@ fn kid_is_opaque() {
 #[test]
 fn missing_kid_with_several_keys() {
     let (a, b) = (es256(), key(Algorithm::EdDSA));
-    let t = sign(a, &json!({"alg": "ES256"}), &claims());
+    let t = sign(a, &json!({"typ": "at+jwt", "alg": "ES256"}), &claims());
     assert_eq!(check(&t, &keyset(&[a, b])), Err(Rejection::KidRequired));
     assert_eq!(check(&t, &keyset(&[a])), Ok(()), "one key: no ambiguity");
 }
@@ -420,19 +423,61 @@ fn audience_string_or_array() {
 }
 
 #[test]
-fn typ_variants() {
+fn access_tokens_are_typed_at_jwt_and_carry_the_rfc9068_claims() {
     let k = es256();
     let keys = keyset(&[k]);
-    for typ in ["at+jwt", "AT+JWT", "application/at+jwt", "JWT", "jwt", "application/JWT"] {
+    for typ in ["at+jwt", "AT+JWT", "application/at+jwt", "Application/AT+JWT"] {
         let mut h = header(k);
         h["typ"] = json!(typ);
         assert_eq!(check(&sign(k, &h, &claims()), &keys), Ok(()), "{typ}");
     }
-    for typ in [json!("JOSE"), json!("dpop+jwt"), json!("id_token+jwt"), json!(""), json!(1), json!(["JWT"])] {
+    // An ID token or any other JWT from the same issuer and key is not an
+    // access token (RFC 9068 section 4, RFC 8725 section 3.11).
+    for typ in [
+        json!("JWT"),
+        json!("jwt"),
+        json!("application/jwt"),
+        json!("JOSE"),
+        json!("dpop+jwt"),
+        json!("id_token+jwt"),
+        json!(""),
+        json!(1),
+        json!(["at+jwt"]),
+    ] {
         let mut h = header(k);
         h["typ"] = typ.clone();
         assert_eq!(check(&sign(k, &h, &claims()), &keys), Err(Rejection::BadType), "{typ}");
     }
+    let mut untyped = header(k);
+    untyped.as_object_mut().expect("object").remove("typ");
+    assert_eq!(check(&sign(k, &untyped, &claims()), &keys), Err(Rejection::BadType));
+    for claim in ["sub", "iat", "jti", "client_id"] {
+        let mut c = claims();
+        c.as_object_mut().expect("object").remove(claim);
+        assert!(matches!(check(&sign(k, &header(k), &c), &keys), Err(Rejection::BadClaims(_))), "{claim}");
+    }
+}
+
+#[test]
+fn the_jwt_profile_accepts_untyped_tokens_without_the_access_token_claims() {
+    let k = es256();
+    let keys = keyset(&[k]);
+    let jwt = Policy { profile: TokenProfile::Jwt, ..policy() };
+    let mut c = claims();
+    for claim in ["sub", "iat", "jti", "client_id"] {
+        c.as_object_mut().expect("object").remove(claim);
+    }
+    for typ in [Some("JWT"), Some("at+jwt"), Some("application/jwt"), None] {
+        let mut h = header(k);
+        match typ {
+            Some(typ) => h["typ"] = json!(typ),
+            None => drop(h.as_object_mut().expect("object").remove("typ")),
+        }
+        assert!(verify(&sign(k, &h, &c), &keys, &jwt, now()).is_ok(), "{typ:?}");
+    }
+    let mut h = header(k);
+    h["typ"] = json!("secevent+jwt");
+    assert_eq!(verify(&sign(k, &h, &c), &keys, &jwt, now()).map(|_| ()), Err(Rejection::BadType));
 }
 
 #[test]

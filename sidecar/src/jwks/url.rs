@@ -7,14 +7,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{HeaderMap, Uri, header};
 use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use tokio::time::{Instant, sleep_until};
 
+use super::tls::{Tls, TlsError};
 use super::{KeyStore, Source};
 use crate::keys::Loaded;
 
@@ -37,7 +34,7 @@ pub struct Schedule {
 pub struct UrlSource {
     uri: Uri,
     schedule: Schedule,
-    client: Client<HttpConnector, Empty<Bytes>>,
+    tls: Tls,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,18 +48,19 @@ enum FetchError {
     #[error("reading the body failed (larger than {MAX_JWKS_BYTES} bytes?): {0}")]
     Body(String),
     #[error("{0}")]
-    Jwks(sigil_api::jwk::JwkError),
+    Jwks(sigil_core::jwk::JwkError),
+    #[error("{0}")]
+    Tls(#[from] TlsError),
 }
 
 impl UrlSource {
-    pub fn new(uri: Uri, schedule: Schedule) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        let client = Client::builder(TokioExecutor::new()).build(connector);
-        UrlSource { uri, schedule, client }
+    /// Fails when `--jwks-ca-file` cannot be used at start-up; later changes
+    /// to it are picked up, or reported, at each fetch.
+    pub fn new(uri: Uri, schedule: Schedule, ca_file: Option<std::path::PathBuf>) -> Result<Self, TlsError> {
+        Ok(UrlSource { uri, schedule, tls: Tls::new(ca_file)? })
     }
 
-    pub async fn run(self, store: Arc<KeyStore>) {
+    pub async fn run(mut self, store: Arc<KeyStore>) {
         let mut next = Instant::now();
         let mut last_attempt: Option<Instant> = None;
         let mut last_success: Option<Instant> = None;
@@ -113,15 +111,15 @@ impl UrlSource {
         max_age.unwrap_or(self.schedule.refresh).clamp(self.schedule.min_refresh, self.schedule.refresh)
     }
 
-    async fn fetch(&self) -> Result<(Loaded, Option<Duration>), FetchError> {
+    async fn fetch(&mut self) -> Result<(Loaded, Option<Duration>), FetchError> {
+        let client = self.tls.client()?;
         let request = http::Request::get(self.uri.clone())
             .header(header::ACCEPT, "application/jwk-set+json, application/json")
             .header(header::USER_AGENT, concat!("sigil-sidecar/", env!("CARGO_PKG_VERSION")))
             .body(Empty::new())
             .map_err(|e| FetchError::Request(e.to_string()))?;
         let exchange = async {
-            let response =
-                self.client.request(request).await.map_err(|e| FetchError::Request(crate::error_chain(&e)))?;
+            let response = client.request(request).await.map_err(|e| FetchError::Request(crate::error_chain(&e)))?;
             if response.status() != http::StatusCode::OK {
                 return Err(FetchError::Status(response.status()));
             }
@@ -186,7 +184,9 @@ mod tests {
                 min_refresh: Duration::from_secs(30),
                 max_stale: Duration::from_secs(3600),
             },
-        );
+            None,
+        )
+        .expect("source");
         assert_eq!(s.next_refresh(Some(Duration::from_secs(86400))), Duration::from_secs(300));
         assert_eq!(s.next_refresh(Some(Duration::ZERO)), Duration::from_secs(30));
         assert_eq!(s.next_refresh(Some(Duration::from_secs(120))), Duration::from_secs(120));

@@ -5,7 +5,7 @@
 
 use serde_json::{Map, Value};
 
-use super::{Policy, Rejection};
+use super::{Policy, Rejection, TokenProfile};
 
 /// What the verified payload says, in the types the proxy needs.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,8 +60,22 @@ pub fn check(payload: &[u8], policy: &Policy, now: i64) -> Result<Claims, Reject
         return Err(Rejection::Audience);
     }
     // Typed but unchecked: a wrongly typed `jti` still means a broken issuer.
-    string(&map, "jti")?;
-    Ok(Claims { exp, sub: string(&map, "sub")?, scope: string(&map, "scope")?, client_id: string(&map, "client_id")? })
+    let jti = string(&map, "jti")?;
+    let claims =
+        Claims { exp, sub: string(&map, "sub")?, scope: string(&map, "scope")?, client_id: string(&map, "client_id")? };
+    if policy.profile == TokenProfile::AccessToken {
+        // RFC 9068 section 2.2: required in every JWT access token.
+        let missing = [
+            (claims.sub.is_none(), "sub is missing"),
+            (iat.is_none(), "iat is missing"),
+            (jti.is_none(), "jti is missing"),
+            (claims.client_id.is_none(), "client_id is missing"),
+        ];
+        if let Some((_, what)) = missing.into_iter().find(|(absent, _)| *absent) {
+            return Err(Rejection::BadClaims(what));
+        }
+    }
+    Ok(claims)
 }
 
 /// Whether a token expiring at `exp` may still be used at `now`; the token
@@ -112,8 +126,9 @@ mod tests {
             audiences: vec!["orders".into(), "billing".into()],
             leeway_secs: 30,
             max_lifetime_secs: Some(3600),
-            algorithms: AlgorithmSet::from_iter(sigil_api::Algorithm::ALL),
+            algorithms: AlgorithmSet::from_iter(sigil_core::Algorithm::ALL),
             max_token_bytes: 8192,
+            profile: TokenProfile::AccessToken,
         }
     }
 
@@ -122,7 +137,7 @@ mod tests {
     }
 
     fn base() -> serde_json::Value {
-        serde_json::json!({"iss": "https://issuer.example", "aud": "orders", "exp": NOW + 60, "iat": NOW, "sub": "alice", "scope": "read write", "client_id": "web"})
+        serde_json::json!({"iss": "https://issuer.example", "aud": "orders", "exp": NOW + 60, "iat": NOW, "sub": "alice", "scope": "read write", "client_id": "web", "jti": "j1"})
     }
 
     fn with(name: &str, value: serde_json::Value) -> serde_json::Value {
@@ -226,5 +241,20 @@ mod tests {
         let dup =
             format!(r#"{{"iss":"https://issuer.example","aud":"orders","exp":{},"exp":{}}}"#, NOW + 60, NOW + 99999);
         assert_eq!(check(dup.as_bytes(), &policy(), NOW), Err(Rejection::BadClaims("duplicate member name")));
+    }
+
+    #[test]
+    fn access_tokens_need_the_rfc9068_claims_and_plain_jwts_do_not() {
+        for name in ["sub", "iat", "jti", "client_id"] {
+            let claims = without(name);
+            let expected = format!("{name} is missing");
+            assert_eq!(check_json(claims.clone()), Err(Rejection::BadClaims(leak(expected))), "{name}");
+            let jwt = Policy { profile: TokenProfile::Jwt, max_lifetime_secs: None, ..policy() };
+            assert!(check(claims.to_string().as_bytes(), &jwt, NOW).is_ok(), "{name}");
+        }
+    }
+
+    fn leak(s: String) -> &'static str {
+        Box::leak(s.into_boxed_str())
     }
 }

@@ -2,7 +2,7 @@
 //! exactly three segments of unpadded base64url, and a size limit checked
 //! before any byte is decoded.
 
-use sigil_api::jwk::b64_decode;
+use sigil_core::jwk::b64_decode;
 
 use super::Rejection;
 

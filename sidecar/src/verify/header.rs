@@ -5,9 +5,9 @@
 //! configured JWKS (RFC 8725 section 3.10). `kid` is an opaque lookup string.
 
 use serde_json::Value;
-use sigil_api::Algorithm;
+use sigil_core::Algorithm;
 
-use super::{AlgorithmSet, Rejection, strict_json};
+use super::{AlgorithmSet, Rejection, TokenProfile, strict_json};
 
 /// The members of a header the verifier acts on.
 #[derive(Debug, PartialEq, Eq)]
@@ -16,7 +16,7 @@ pub struct Header {
     pub kid: Option<String>,
 }
 
-pub fn parse(bytes: &[u8], allowed: &AlgorithmSet) -> Result<Header, Rejection> {
+pub fn parse(bytes: &[u8], allowed: &AlgorithmSet, profile: TokenProfile) -> Result<Header, Rejection> {
     let mut map = strict_json::parse_object(bytes).map_err(Rejection::BadHeader)?;
     // Sigil understands no header extension, so any `crit` is refused: an
     // empty list is invalid too (RFC 7515 section 4.1.11).
@@ -36,22 +36,30 @@ pub fn parse(bytes: &[u8], allowed: &AlgorithmSet) -> Result<Header, Rejection> 
         Some(_) => return Err(Rejection::BadHeader("kid is not a string")),
         None => None,
     };
-    match map.get("typ") {
-        None => {}
-        Some(Value::String(typ)) if typ_is_jwt(typ) => {}
+    let typ = match map.get("typ") {
+        None => None,
+        Some(Value::String(typ)) => Some(media_type(typ)),
         Some(_) => return Err(Rejection::BadType),
+    };
+    let accepted = match (profile, typ) {
+        (TokenProfile::AccessToken, Some(typ)) => typ.eq_ignore_ascii_case("at+jwt"),
+        (TokenProfile::AccessToken, None) => false,
+        (TokenProfile::Jwt, Some(typ)) => typ.eq_ignore_ascii_case("at+jwt") || typ.eq_ignore_ascii_case("jwt"),
+        (TokenProfile::Jwt, None) => true,
+    };
+    if !accepted {
+        return Err(Rejection::BadType);
     }
     Ok(Header { alg, kid })
 }
 
-/// `at+jwt` (RFC 9068) or `JWT` (RFC 7519), case-insensitive, with or without
-/// the `application/` prefix (RFC 7515 section 4.1.9).
-fn typ_is_jwt(typ: &str) -> bool {
-    let bare = match typ.get(..12) {
+/// `typ` without its optional `application/` prefix (RFC 7515 section 4.1.9);
+/// media types compare case-insensitively.
+fn media_type(typ: &str) -> &str {
+    match typ.get(..12) {
         Some(prefix) if prefix.eq_ignore_ascii_case("application/") => &typ[12..],
         _ => typ,
-    };
-    bare.eq_ignore_ascii_case("at+jwt") || bare.eq_ignore_ascii_case("jwt")
+    }
 }
 
 #[cfg(test)]
@@ -64,17 +72,56 @@ mod tests {
 
     #[test]
     fn reads_alg_and_kid() {
-        let h = parse(br#"{"alg":"ES256","kid":"k1","typ":"at+jwt"}"#, &all()).expect("valid");
+        let h =
+            parse(br#"{"alg":"ES256","kid":"k1","typ":"at+jwt"}"#, &all(), TokenProfile::AccessToken).expect("valid");
         assert_eq!(h, Header { alg: Algorithm::ES256, kid: Some("k1".into()) });
     }
 
-    #[test]
-    fn typ_variants() {
-        for ok in ["at+jwt", "AT+JWT", "application/at+jwt", "Application/At+Jwt", "JWT", "jwt", "application/jwt"] {
-            assert!(typ_is_jwt(ok), "{ok}");
+    fn typ_accepted(typ: Option<&str>, profile: TokenProfile) -> bool {
+        let header = match typ {
+            Some(typ) => serde_json::json!({"alg": "ES256", "typ": typ}),
+            None => serde_json::json!({"alg": "ES256"}),
+        };
+        match parse(header.to_string().as_bytes(), &all(), profile) {
+            Ok(_) => true,
+            Err(Rejection::BadType) => false,
+            Err(other) => panic!("{typ:?}: {other}"),
         }
-        for bad in ["", "JOSE", "dpop+jwt", "application/", "application/json", "at+jwt ", "xapplication/jwt", "é"] {
-            assert!(!typ_is_jwt(bad), "{bad}");
+    }
+
+    #[test]
+    fn access_tokens_must_be_typed_at_jwt() {
+        for ok in ["at+jwt", "AT+JWT", "application/at+jwt", "Application/At+Jwt"] {
+            assert!(typ_accepted(Some(ok), TokenProfile::AccessToken), "{ok}");
+        }
+        for bad in [
+            "JWT",
+            "jwt",
+            "application/jwt",
+            "",
+            "JOSE",
+            "dpop+jwt",
+            "application/",
+            "at+jwt ",
+            "xapplication/at+jwt",
+            "é",
+            "at%2Bjwt",
+        ] {
+            assert!(!typ_accepted(Some(bad), TokenProfile::AccessToken), "{bad}");
+        }
+        assert!(!typ_accepted(None, TokenProfile::AccessToken), "untyped");
+        let numeric = parse(br#"{"alg":"ES256","typ":1}"#, &all(), TokenProfile::Jwt);
+        assert_eq!(numeric, Err(Rejection::BadType));
+    }
+
+    #[test]
+    fn the_jwt_profile_also_takes_jwt_and_untyped_tokens() {
+        for ok in ["at+jwt", "JWT", "jwt", "application/jwt"] {
+            assert!(typ_accepted(Some(ok), TokenProfile::Jwt), "{ok}");
+        }
+        assert!(typ_accepted(None, TokenProfile::Jwt));
+        for bad in ["", "JOSE", "dpop+jwt", "application/json", "secevent+jwt"] {
+            assert!(!typ_accepted(Some(bad), TokenProfile::Jwt), "{bad}");
         }
     }
 }

@@ -10,7 +10,7 @@ mod strict_json;
 
 use std::sync::Arc;
 
-use sigil_api::Algorithm;
+use sigil_core::Algorithm;
 
 pub use claims::{Claims, still_valid};
 
@@ -29,6 +29,23 @@ pub struct Policy {
     pub algorithms: AlgorithmSet,
     /// Tokens longer than this are refused before any decoding.
     pub max_token_bytes: usize,
+    /// Which tokens count as access tokens at all.
+    pub profile: TokenProfile,
+}
+
+/// What kind of JWT the sidecar accepts as an access token.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum TokenProfile {
+    /// RFC 9068 JWT access tokens: `typ` must be `at+jwt` (or
+    /// `application/at+jwt`), and `sub`, `iat`, `jti` and `client_id` are
+    /// required, so an ID token or any other JWT from the same issuer is not
+    /// mistaken for one (RFC 8725 section 3.11).
+    #[default]
+    AccessToken,
+    /// Any signed JWT (`typ` `JWT`, `at+jwt` or none), for issuers that do not
+    /// type their access tokens, e.g. Kubernetes ServiceAccount tokens. Only
+    /// `exp`, `iss` and `aud` are required.
+    Jwt,
 }
 
 /// A set of algorithms, as a bit mask over [`Algorithm::ALL`].
@@ -74,7 +91,7 @@ pub enum Rejection {
     BadHeader(&'static str),
     #[error("header lists critical extensions")]
     UnknownCrit,
-    #[error("typ is not at+jwt or JWT")]
+    #[error("typ is not one the token profile accepts")]
     BadType,
     #[error("alg is not allowed")]
     AlgorithmNotAllowed,
@@ -142,7 +159,7 @@ pub struct Verified {
 /// checked before the payload is parsed, and claims are checked last.
 pub fn verify(token: &str, keys: &KeySet, policy: &Policy, now: i64) -> Result<Verified, Rejection> {
     let parts = compact::split(token, policy.max_token_bytes)?;
-    let header = header::parse(&parts.header, &policy.algorithms)?;
+    let header = header::parse(&parts.header, &policy.algorithms, policy.profile)?;
     let key = match &header.kid {
         Some(kid) => keys.get(kid).ok_or(Rejection::UnknownKey)?,
         None if keys.len() > 1 => return Err(Rejection::KidRequired),

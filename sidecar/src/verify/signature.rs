@@ -2,7 +2,7 @@
 //! must equal it (checked by the caller), and the signature must have the exact
 //! shape that algorithm produces before the crypto library sees it.
 
-use sigil_api::Algorithm;
+use sigil_core::Algorithm;
 
 use super::Rejection;
 use crate::keys::Key;

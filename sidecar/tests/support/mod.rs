@@ -4,10 +4,10 @@
 use std::sync::{Arc, OnceLock};
 
 use serde_json::{Value, json};
-use sigil_api::jwk::{JwkSet, b64};
-use sigil_api::{Algorithm, PrivateKey};
+use sigil_core::jwk::{JwkSet, b64};
+use sigil_core::{Algorithm, PrivateKey};
 use sigil_sidecar::keys::{KeySet, Loaded};
-use sigil_sidecar::verify::{AlgorithmSet, Policy};
+use sigil_sidecar::verify::{AlgorithmSet, Policy, TokenProfile};
 
 pub const ISSUER: &str = "https://issuer.sigil.test";
 pub const AUDIENCE: &str = "orders";
@@ -44,13 +44,17 @@ pub fn policy() -> Policy {
         max_lifetime_secs: None,
         algorithms: AlgorithmSet::from_iter(Algorithm::ALL),
         max_token_bytes: 8192,
+        profile: TokenProfile::AccessToken,
     }
 }
 
+/// The claims of a valid RFC 9068 access token, each call with its own `jti`.
 pub fn claims() -> Value {
+    static JTI: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let now = now();
+    let jti = format!("jti-{}", JTI.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
     json!({"iss": ISSUER, "aud": AUDIENCE, "sub": "alice", "scope": "orders:read orders:write",
-           "client_id": "web", "iat": now, "exp": now + 300})
+           "client_id": "web", "iat": now, "exp": now + 300, "jti": jti})
 }
 
 pub fn header(key: &PrivateKey) -> Value {
@@ -247,6 +251,9 @@ async fn start(upstream: SocketAddr, dir: tempfile::TempDir, extra: &[&str]) -> 
         AUDIENCE,
     ];
     args.extend_from_slice(extra);
+    if !extra.contains(&"--shutdown-delay") {
+        args.extend(["--shutdown-delay", "0s"]);
+    }
     let config = Args::try_parse_from(args).expect("args").into_config().expect("config");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let running = sigil_sidecar::run::start(config, async move {

@@ -1,7 +1,8 @@
-//! Which address a request comes from, for per-address rate limits.
+//! Which address a request comes from, and which proxies may say so
+//! (`--trusted-proxies`, one meaning in the issuer and the sidecar).
 //!
 //! Behind an ingress or load balancer every request arrives from the proxy, so
-//! one attacker's failures would lock out everyone. With `--trusted-proxies`,
+//! per-address decisions would lump everyone together. With `--trusted-proxies`,
 //! a request from a trusted proxy is attributed to the address it forwarded
 //! for: the right-most `X-Forwarded-For` entry that is not itself a trusted
 //! proxy (entries further left are client-supplied and could be forged).
@@ -39,7 +40,7 @@ fn mask(net: u128, ip: u128, prefix: u8, bits: u8) -> bool {
 }
 
 /// IPv4-mapped IPv6 (`::ffff:a.b.c.d`, what a dual-stack socket reports) is the IPv4 address.
-fn canonical(ip: IpAddr) -> IpAddr {
+pub fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
@@ -69,6 +70,12 @@ impl fmt::Display for Cidr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.network, self.prefix)
     }
+}
+
+/// Whether `peer` is one of the trusted proxies.
+pub fn is_trusted(peer: IpAddr, trusted: &[Cidr]) -> bool {
+    let peer = canonical(peer);
+    trusted.iter().any(|c| c.contains(peer))
 }
 
 /// The address to count a request against.

@@ -3,12 +3,12 @@
 use std::fmt;
 use std::str::FromStr;
 
-use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// A JWS signing algorithm (RFC 7518, RFC 8037). HMAC and `none` are absent on
 /// purpose: Sigil's verifiers must never hold a secret that can mint tokens.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum Algorithm {
     /// RSASSA-PKCS1-v1_5 with SHA-256. The most widely supported choice.
     #[default]

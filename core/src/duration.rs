@@ -9,6 +9,7 @@ use std::time::Duration;
 
 /// The grammar [`parse`] accepts, as a regular expression. Spelled without
 /// backslashes so the CRD's CEL rules can embed it in a string literal.
+#[macro_export]
 macro_rules! duration_pattern {
     () => {
         "^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+$"

@@ -1,0 +1,17 @@
+//! What every Sigil binary shares and that knows nothing of Kubernetes: the
+//! signing algorithms ([`algorithm`]), key material ([`keys`]) and its JWK form
+//! ([`jwk`]), and Go-style durations ([`duration`]).
+//!
+//! The sidecar depends on this crate alone, so the binary in every app pod
+//! carries no Kubernetes client; `sigil-api` re-exports it beside the
+//! `SigningKey` resource for the operator and the issuer.
+
+#[macro_use]
+pub mod duration;
+pub mod algorithm;
+pub mod jwk;
+pub mod keys;
+
+pub use algorithm::Algorithm;
+pub use jwk::{Jwk, JwkSet};
+pub use keys::PrivateKey;

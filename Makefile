@@ -1,7 +1,7 @@
 # Sigil's developer entry points. README.md explains each.
 CARGO ?= cargo
 
-.PHONY: all generate check-generated lint test build image demo demo-local kind-demo control-plane-binaries
+.PHONY: all generate check-generated lint test fuzz build image demo demo-local kind-demo control-plane-binaries
 
 all: lint test
 
@@ -56,6 +56,14 @@ $(TEST_PYTHON)/.installed: issuer/tests/requirements.txt
 	python3 -m venv $(TEST_PYTHON)
 	$(TEST_PYTHON)/bin/pip install -q -r issuer/tests/requirements.txt
 	touch $@
+
+## fuzz: each sidecar fuzz target for FUZZ_SECONDS (20) on a nightly toolchain (cargo fuzz); new corpus inputs land in sidecar/fuzz/corpus
+FUZZ_SECONDS ?= 20
+FUZZ_TARGETS = path_normalize compact_jws strict_json bearer
+fuzz:
+	cd sidecar/fuzz && for target in $(FUZZ_TARGETS); do \
+		$(CARGO) +nightly fuzz run -O $$target -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 || exit 1; \
+	done
 
 ## test: every test tier (installs PyJWT into target/test-python on first use)
 test: $(TEST_PYTHON)/.installed

@@ -8,6 +8,8 @@
 # each figure is the median of its rounds.
 #
 # Usage: bench/sidecar/run.sh [seconds-per-run] [rounds]   (writes bench/sidecar/results.md)
+#        BASELINE=<git revision> bench/sidecar/run.sh ...      (also runs that revision's sidecar,
+#                                                               interleaved, and reports new/baseline)
 set -euo pipefail
 
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -15,12 +17,23 @@ ROOT="$(cd "$HERE/../.." && pwd)"
 DURATION="${1:-10}"
 ROUNDS="${2:-3}"
 CONNECTIONS=64
+BASELINE="${BASELINE:-}"
 WORK="$(mktemp -d)"
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  if [ -n "$BASELINE" ]; then git -C "$ROOT" worktree remove --force "$WORK/baseline" 2>/dev/null || true; fi
+  rm -rf "$WORK"
+}
 trap cleanup EXIT
 
 cd "$ROOT"
+if [ -n "$BASELINE" ]; then
+  # Same target directory, so only Sigil's own crates are rebuilt for each side.
+  git worktree add -q --detach "$WORK/baseline" "$BASELINE"
+  (cd "$WORK/baseline" && CARGO_TARGET_DIR="$ROOT/target" cargo build --release -q -p sigil-sidecar --bin sigil-sidecar)
+  cp "$ROOT/target/release/sigil-sidecar" "$WORK/baseline-sidecar"
+fi
 cargo build --release -q -p sigil-sidecar --bin sigil-sidecar --example bench_keys
 mkdir "$WORK/keys" # its own directory: the sidecar watches it
 "$ROOT/target/release/examples/bench_keys" "$WORK/keys"
@@ -29,20 +42,26 @@ TOKEN="$(cat "$WORK/keys/token")"
 (cd "$HERE/node" && npm ci --silent --no-audit --no-fund >/dev/null)
 
 haproxy -db -f "$HERE/backend.cfg" >"$WORK/backend.log" 2>&1 & PIDS+=($!)
-BENCH_DIR="$WORK/keys" haproxy -db -f "$HERE/haproxy.cfg" >"$WORK/haproxy.log" 2>&1 & HAPROXY_PID=$!; PIDS+=($HAPROXY_PID)
+BENCH_DIR="$WORK/keys" haproxy -db -f "$HERE/haproxy.cfg" >"$WORK/haproxy.log" 2>&1 & HAPROXY_PID=$!; PIDS+=("$HAPROXY_PID")
 
-sidecar() { # port admin-port cache-size
-  SIGIL_LOG_FORMAT=text RUST_LOG=warn "$ROOT/target/release/sigil-sidecar" \
+sidecar() { # port admin-port cache-size [binary]
+  SIGIL_LOG_FORMAT=text RUST_LOG=warn "${4:-$ROOT/target/release/sigil-sidecar}" \
     --listen "127.0.0.1:$1" --admin-listen "127.0.0.1:$2" --upstream http://127.0.0.1:9000 \
     --jwks-file "$WORK/keys/jwks.json" --issuer https://issuer.bench --audience orders \
     --token-cache-size "$3" >"$WORK/sidecar-$1.log" 2>&1 &
 }
-sidecar 9003 9103 0; NOCACHE_PID=$!; PIDS+=($NOCACHE_PID)
-sidecar 9004 9104 10000; CACHE_PID=$!; PIDS+=($CACHE_PID)
-node "$HERE/node/server.mjs" "$WORK/keys/jwks.json" 9005 9000 >"$WORK/node.log" 2>&1 & NODE_PID=$!; PIDS+=($NODE_PID)
+sidecar 9003 9103 0; NOCACHE_PID=$!; PIDS+=("$NOCACHE_PID")
+sidecar 9004 9104 10000; CACHE_PID=$!; PIDS+=("$CACHE_PID")
+node "$HERE/node/server.mjs" "$WORK/keys/jwks.json" 9005 9000 >"$WORK/node.log" 2>&1 & NODE_PID=$!; PIDS+=("$NODE_PID")
+PORTS=(9001 9002 9003 9004 9005)
+if [ -n "$BASELINE" ]; then
+  sidecar 9006 9106 0 "$WORK/baseline-sidecar"; BASE_NOCACHE_PID=$!; PIDS+=("$BASE_NOCACHE_PID")
+  sidecar 9007 9107 10000 "$WORK/baseline-sidecar"; BASE_CACHE_PID=$!; PIDS+=("$BASE_CACHE_PID")
+  PORTS+=(9006 9007)
+fi
 
 # Every target must accept the token and refuse a request without one.
-for port in 9001 9002 9003 9004 9005; do
+for port in "${PORTS[@]}"; do
   for _ in $(seq 50); do curl -fso /dev/null "http://127.0.0.1:$port/" -H "Authorization: Bearer $TOKEN" && break; sleep 0.1; done
   code="$(curl -so /dev/null -w '%{http_code}' "http://127.0.0.1:$port/" -H "Authorization: Bearer $TOKEN")"
   [ "$code" = 200 ] || { echo "port $port: expected 200 with a token, got $code" >&2; exit 1; }
@@ -73,6 +92,10 @@ for round in $(seq "$ROUNDS"); do
   run sidecar-nocache 9003 "$NOCACHE_PID"
   run sidecar-cache 9004 "$CACHE_PID"
   run node-seed 9005 "$NODE_PID"
+  if [ -n "$BASELINE" ]; then
+    run baseline-nocache 9006 "$BASE_NOCACHE_PID"
+    run baseline-cache 9007 "$BASE_CACHE_PID"
+  fi
 done
 for name in "${!RPS[@]}"; do
   RPS[$name]="$(echo "${RPS[$name]}" | median)"; P99[$name]="$(echo "${P99[$name]}" | median)"
@@ -89,9 +112,13 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
   echo
   echo "| target | req/s | p99 (ms) | RSS after load |"
   echo "| --- | ---: | ---: | ---: |"
-  for name in haproxy-jwt haproxy-plain sidecar-nocache sidecar-cache node-seed; do
+  for name in haproxy-jwt haproxy-plain sidecar-nocache sidecar-cache node-seed ${BASELINE:+baseline-nocache baseline-cache}; do
     echo "| $name | ${RPS[$name]} | ${P99[$name]} | ${RSS[$name]} MiB |"
   done
+  if [ -n "$BASELINE" ]; then
+    echo
+    echo "baseline: the sidecar of $BASELINE ($(git rev-parse --short "$BASELINE")); sidecar: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- sidecar core || echo ' with uncommitted changes')."
+  fi
   echo
   echo "| ratio | target | measured |"
   echo "| --- | ---: | ---: |"
@@ -101,6 +128,10 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
   echo "| sidecar (cache on) / Node seed | >= 5 | $(ratio "${RPS[sidecar-cache]}" "${RPS[node-seed]}") |"
   echo "| sidecar p99 (cache off) vs HAProxy jwt_verify p99 | no worse | ${P99[sidecar-nocache]} ms vs ${P99[haproxy-jwt]} ms |"
   echo "| sidecar RSS after load | < 20 MiB | ${RSS[sidecar-nocache]} / ${RSS[sidecar-cache]} MiB |"
+  if [ -n "$BASELINE" ]; then
+    echo "| sidecar / baseline, cache off | no worse (~1.0) | $(ratio "${RPS[sidecar-nocache]}" "${RPS[baseline-nocache]}") (p99 ${P99[sidecar-nocache]} vs ${P99[baseline-nocache]} ms) |"
+    echo "| sidecar / baseline, cache on | no worse (~1.0) | $(ratio "${RPS[sidecar-cache]}" "${RPS[baseline-cache]}") (p99 ${P99[sidecar-cache]} vs ${P99[baseline-cache]} ms) |"
+  fi
   echo
   echo "Every round (the medians above come from these):"
   echo

@@ -186,20 +186,8 @@ async fn bodies_stream_both_ways() {
 async fn upgrades_after_verification() {
     let up = upstream().await;
     let sc = sidecar(up.addr, &jwks_json(&[es()]), &[]).await;
-    let t = token(es());
-    let mut stream = TcpStream::connect(sc.running.addr).await.expect("connect");
-    let head = format!(
-        "GET /ws HTTP/1.1\r\nhost: x\r\nupgrade: echo\r\nconnection: upgrade\r\nauthorization: Bearer {t}\r\n\r\n"
-    );
-    stream.write_all(head.as_bytes()).await.expect("write");
-    let mut buf = vec![0u8; 1024];
-    let n = stream.read(&mut buf).await.expect("read");
-    let response = String::from_utf8_lossy(&buf[..n]).to_string();
-    assert!(response.starts_with("HTTP/1.1 101"), "{response}");
-    stream.write_all(b"ping over the tunnel").await.expect("write");
-    let mut echoed = vec![0u8; 20];
-    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut echoed)).await.expect("in time").expect("read");
-    assert_eq!(&echoed, b"ping over the tunnel");
+    let mut stream = open_tunnel(&sc, &token(es())).await;
+    assert!(echoes(&mut stream).await, "bytes flow both ways over the tunnel");
 
     // Without a token, no upgrade happens.
     let raw = "GET /ws HTTP/1.1\r\nhost: x\r\nupgrade: echo\r\nconnection: upgrade\r\n\r\n";

@@ -3,10 +3,10 @@
 //! the proxy decides what to do with the answer.
 
 mod claims;
-mod compact;
+pub mod compact;
 mod header;
 mod signature;
-mod strict_json;
+pub mod strict_json;
 
 use std::sync::Arc;
 

@@ -176,19 +176,25 @@ impl Demo {
 
     /// Each demo-app pod's sidecar: how many keys it verifies with now (its
     /// `sigil_sidecar_keys` gauge, read on the pod's admin port).
-    pub async fn sidecar_key_counts(&self) -> Vec<Option<u64>> {
-        let mut counts = Vec::new();
+    /// The key ids each running sidecar verifies with (`sigil_sidecar_key_info`),
+    /// `None` for one that did not answer.
+    pub async fn sidecar_kids(&self) -> Vec<Option<Vec<String>>> {
+        let mut kids = Vec::new();
         for pod in self.cp.pods(NAMESPACE, "app.kubernetes.io/name=demo-app") {
             let Some(ip) = pod["status"]["podIP"].as_str() else { continue };
             if pod["metadata"]["deletionTimestamp"].is_string() {
                 continue;
             }
             let metrics = http::get(&format!("http://{ip}:9091/metrics"), &[]).await.ok();
-            counts.push(metrics.and_then(|m| {
-                m.text().lines().find_map(|l| l.strip_prefix("sigil_sidecar_keys ")).and_then(|v| v.trim().parse().ok())
+            kids.push(metrics.map(|m| {
+                m.text()
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("sigil_sidecar_key_info{kid=\""))
+                    .filter_map(|l| l.split_once('"').map(|(kid, _)| kid.to_owned()))
+                    .collect()
             }));
         }
-        counts
+        kids
     }
 }
 

@@ -8,6 +8,7 @@ use prometheus_client::registry::Registry;
 
 type Label = [(&'static str, &'static str); 1];
 type Labels2 = [(&'static str, &'static str); 2];
+type KidLabel = [(&'static str, String); 1];
 
 #[derive(Clone, Default)]
 pub struct Metrics {
@@ -17,6 +18,7 @@ pub struct Metrics {
     cache: Family<Label, Counter>,
     jwks_loads: Family<Labels2, Counter>,
     keys: Gauge,
+    key_info: Family<KidLabel, Gauge>,
     jwks_last_success: Family<Label, Gauge>,
     tunnels_closed: Family<Label, Counter>,
 }
@@ -38,6 +40,7 @@ impl Metrics {
         r.register("token_cache", "Verified-token cache lookups (hit, miss)", self.cache.clone());
         r.register("jwks_loads", "JWKS loads by source (file, url) and result (ok, error)", self.jwks_loads.clone());
         r.register("keys", "Keys the sidecar verifies with now", self.keys.clone());
+        r.register("key_info", "1 for each key id the sidecar verifies with now", self.key_info.clone());
         r.register(
             "jwks_last_success_timestamp_seconds",
             "Unix time of the last successful JWKS load, by source",
@@ -81,8 +84,17 @@ impl Metrics {
         self.tunnels_closed.get_or_create(&[("reason", reason)]).inc();
     }
 
-    pub fn set_keys(&self, n: usize) {
-        self.keys.set(i64::try_from(n).unwrap_or(i64::MAX));
+    /// The key ids verified with now; kids are public (they name JWKS
+    /// entries), and there are only a handful.
+    /// Updated in place, so a scrape never sees an empty set mid-update.
+    pub fn set_keys(&self, before: &[&str], now: &[&str]) {
+        self.keys.set(i64::try_from(now.len()).unwrap_or(i64::MAX));
+        for gone in before.iter().filter(|kid| !now.contains(kid)) {
+            self.key_info.remove(&[("kid", (*gone).to_owned())]);
+        }
+        for kid in now {
+            self.key_info.get_or_create(&[("kid", (*kid).to_owned())]).set(1);
+        }
     }
 
     /// A counter's current value, for tests.
@@ -102,5 +114,29 @@ impl Metrics {
             _ => "result",
         };
         f.get_or_create(&[(key, label)]).get()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_info_names_exactly_the_current_kids() {
+        let metrics = Metrics::default();
+        let mut registry = Registry::default();
+        metrics.register(&mut registry);
+        let text = |registry: &Registry| {
+            let mut out = String::new();
+            prometheus_client::encoding::text::encode(&mut out, registry).expect("encode");
+            out
+        };
+        metrics.set_keys(&[], &["k1", "k2"]);
+        metrics.set_keys(&["k1", "k2"], &["k2", "k3"]);
+        let out = text(&registry);
+        assert!(out.contains("sigil_sidecar_key_info{kid=\"k2\"} 1"), "{out}");
+        assert!(out.contains("sigil_sidecar_key_info{kid=\"k3\"} 1"), "{out}");
+        assert!(!out.contains("kid=\"k1\""), "a withdrawn kid is gone: {out}");
+        assert!(out.contains("sigil_sidecar_keys 2"), "{out}");
     }
 }

@@ -7,9 +7,12 @@ mod checks;
 
 use std::path::Path;
 
+/// A fuzz target's name and the check it makes on one input.
+type Target = (&'static str, fn(&[u8]));
+
 #[test]
 fn every_corpus_input_passes_its_targets_checks() {
-    let targets: [(&str, fn(&[u8])); 4] = [
+    let targets: [Target; 4] = [
         ("path_normalize", checks::path_normalize),
         ("compact_jws", checks::compact_jws),
         ("strict_json", checks::strict_json),

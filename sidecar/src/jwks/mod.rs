@@ -149,7 +149,7 @@ impl KeyStore {
         } else {
             tracing::debug!(source = source.label(), "key set reloaded, unchanged");
         }
-        self.metrics.set_keys(set.len());
+        self.metrics.set_keys(&before, &kids);
         self.ready.set(!set.is_empty());
         self.current.store(Arc::new(set));
     }

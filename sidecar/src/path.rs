@@ -116,7 +116,7 @@ pub fn normalize(path: &str, case_insensitive: bool) -> Result<NormalPath<'_>, P
 /// one, no dot segment. The common case, checked without allocating.
 fn is_plain(path: &str) -> bool {
     let Some(rest) = path.strip_prefix('/') else { return false };
-    if !rest.bytes().all(|b| b.is_ascii_graphic() && !matches!(b, b'%' | b'\\' | b';')) {
+    if !rest.bytes().all(|b| b == b'/' || (is_pchar(b) && b != b';')) {
         return false;
     }
     let mut segments = rest.split('/').peekable();
@@ -158,12 +158,13 @@ fn segment(raw: &str) -> Result<(String, String), PathError> {
             }
             b'\\' => return Err(PathError::Backslash),
             b if b.is_ascii_control() => return Err(PathError::Control),
-            b if b.is_ascii() => {
+            b if is_pchar(b) => {
                 encoded.push(char::from(b));
                 decoded.push(b);
                 i += 1;
             }
-            // Raw bytes above 0x7f: forwarded as escapes, decoded as bytes.
+            // Anything a path may not hold as is (a space, `"`, `{`, bytes
+            // above 0x7f): forwarded as an escape, decoded as the byte.
             b => {
                 let _ = write!(encoded, "%{b:02X}");
                 decoded.push(b);
@@ -178,6 +179,12 @@ fn segment(raw: &str) -> Result<(String, String), PathError> {
 /// RFC 3986 section 2.3.
 fn is_unreserved(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+/// What a path segment may hold unescaped (RFC 3986 section 3.3, `pchar`).
+fn is_pchar(b: u8) -> bool {
+    is_unreserved(b)
+        || matches!(b, b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=' | b':' | b'@')
 }
 
 #[cfg(test)]
@@ -273,6 +280,15 @@ mod tests {
         ] {
             assert_eq!(norm(path), Err(error), "{path}");
         }
+    }
+
+    #[test]
+    fn what_a_path_may_not_hold_raw_is_forwarded_escaped() {
+        // hyper refuses most of these in a request line; the normaliser does
+        // not rely on it.
+        assert_eq!(norm("/a b;c").expect("ok"), ("/a%20b;c".into(), "/a b".into()));
+        assert_eq!(norm("/{x}|\"^`<>").expect("ok").0, "/%7Bx%7D%7C%22%5E%60%3C%3E");
+        assert_eq!(norm("/%20").expect("ok").0, "/%20");
     }
 
     #[test]

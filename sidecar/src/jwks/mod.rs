@@ -10,10 +10,11 @@
 //! other source still lists it (its copy may lag by a kubelet sync or a
 //! refresh interval, or be stale), until the withdrawing source lists it
 //! again: revocation travels at the speed of the fastest source. A source that
-//! fails to load withdraws nothing; its keys drop out only when stale. Requests read the set on every
-//! call, so it sits in an `ArcSwap`: loads are lock-free and never contend
-//! with each other or with a reload, unlike an `RwLock` whose reader count is
-//! a shared write on every request.
+//! fails to load withdraws nothing; its keys drop out only when stale.
+//!
+//! Requests read the set on every call, so it sits in an `ArcSwap`: loads are
+//! lock-free and never contend with each other or with a reload, unlike an
+//! `RwLock` whose reader count is a shared write on every request.
 
 pub mod file;
 pub mod tls;

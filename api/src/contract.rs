@@ -35,6 +35,10 @@ pub const NEXT_PRIVATE_KEY: &str = "next.pem";
 pub const NEXT_KID: &str = "next.kid";
 /// Secret key: algorithm of the next key (the spec's algorithm may have changed).
 pub const NEXT_ALG: &str = "next.alg";
+/// Secret key: the SigningKey's `maxTokenLifetime` as a Go duration (`1h`).
+/// The issuer caps every token's lifetime at it: `retain` covers tokens of
+/// this lifetime, and no longer.
+pub const MAX_TOKEN_LIFETIME: &str = "max-token-lifetime";
 
 /// ConfigMap key: the RFC 7517 JWK Set.
 pub const JWKS: &str = "jwks.json";

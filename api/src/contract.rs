@@ -4,10 +4,13 @@
 //!   [`PRIVATE_KEY`] (PKCS#8 PEM), [`KID`] and [`ALG`]; while a key is
 //!   pre-published also [`NEXT_PRIVATE_KEY`], [`NEXT_KID`] and [`NEXT_ALG`].
 //!   Mounted as a volume, these are the files the issuer reads.
+//!   Beside them: [`LIFECYCLE`], every published key's lifecycle (and the
+//!   public keys of retired ones), and [`MAX_TOKEN_LIFETIME`]. The Secret is
+//!   the operator's whole state: only it (and whoever could replace the
+//!   private key anyway) can write there.
 //! * ConfigMap `<jwksConfigMapName>`: [`JWKS`], the public JWK Set (next, active
-//!   and retained retired keys, never a revoked one), and the annotation
-//!   [`ANNOTATION_KEYS`] with every published key's lifecycle, so the operator
-//!   can rebuild its state from the cluster alone.
+//!   and retained retired keys, never a revoked one), rendered from the
+//!   Secret. It is output only: whatever else appears in it is removed.
 //! * Both carry the [`LABEL_MANAGED_BY`] and [`LABEL_SIGNING_KEY`] labels and a
 //!   controller ownerReference to their SigningKey.
 //!
@@ -16,8 +19,10 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
+use serde::{Deserialize, Serialize};
 
 use crate::algorithm::Algorithm;
+use crate::jwk::Jwk;
 use crate::keys::{KeyError, PrivateKey};
 use crate::signing_key::KeyStatus;
 
@@ -50,12 +55,13 @@ pub const MANAGED_BY: &str = "sigil-operator";
 /// Label naming the SigningKey an object belongs to.
 pub const LABEL_SIGNING_KEY: &str = "sigil.dev/signing-key";
 
-/// ConfigMap annotation: JSON array of [`KeyStatus`], one per published key.
-pub const ANNOTATION_KEYS: &str = "sigil.dev/keys";
 /// SigningKey annotation a user sets to a new value to rotate now.
 pub const ANNOTATION_ROTATE: &str = "sigil.dev/rotate";
-/// ConfigMap annotation: the `sigil.dev/rotate` value already acted on.
-pub const ANNOTATION_ROTATE_HANDLED: &str = "sigil.dev/rotate-handled";
+
+/// Secret key: the operator's record of every published key ([`Lifecycle`]).
+/// It lives beside the private keys because only the operator writes there;
+/// the JWKS ConfigMap is rendered from it and never read back as truth.
+pub const LIFECYCLE: &str = "lifecycle.json";
 
 /// Field manager for server-side apply.
 pub const FIELD_MANAGER: &str = "sigil-operator";
@@ -95,8 +101,8 @@ pub enum ContractError {
     KidMismatch { kid_file: &'static str, pem_file: &'static str, stated: String, actual: String },
     #[error("{0} and {1} must be present together")]
     Incomplete(&'static str, &'static str),
-    #[error("annotation {ANNOTATION_KEYS} is not valid: {0}")]
-    KeyRecords(String),
+    #[error("{LIFECYCLE} is not valid: {0}")]
+    Lifecycle(String),
 }
 
 /// The private keys a Secret holds.
@@ -169,16 +175,38 @@ fn read_key<'a>(
     Ok(Some(key))
 }
 
-/// Renders the lifecycle records for [`ANNOTATION_KEYS`], sorted by key id so
-/// the same records always give the same text.
-pub fn render_key_records(records: &[KeyStatus]) -> String {
-    let mut sorted = records.to_vec();
-    sorted.sort_by(|a, b| a.key_id.cmp(&b.key_id));
-    serde_json::to_string(&sorted).unwrap_or_default()
+/// One published key's lifecycle as the operator stores it: the record
+/// `status.keys` shows, plus the public key of a key that has left the
+/// Secret's key slots (a retired key), so it stays publishable.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct KeyRecord {
+    #[serde(flatten)]
+    pub status: KeyStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwk: Option<Jwk>,
 }
 
-pub fn parse_key_records(text: &str) -> Result<Vec<KeyStatus>, ContractError> {
-    serde_json::from_str(text).map_err(|e| ContractError::KeyRecords(e.to_string()))
+/// The content of [`LIFECYCLE`].
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Lifecycle {
+    /// Sorted by key id, so the same state always renders the same bytes.
+    pub keys: Vec<KeyRecord>,
+    /// The last `sigil.dev/rotate` value acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotate_handled: Option<String>,
+}
+
+impl Lifecycle {
+    pub fn render(&self) -> String {
+        let mut sorted = self.clone();
+        sorted.keys.sort_by(|a, b| a.status.key_id.cmp(&b.status.key_id));
+        serde_json::to_string(&sorted).unwrap_or_default()
+    }
+
+    pub fn parse(bytes: &[u8]) -> Result<Lifecycle, ContractError> {
+        serde_json::from_slice(bytes).map_err(|e| ContractError::Lifecycle(e.to_string()))
+    }
 }
 
 #[cfg(test)]
@@ -251,36 +279,44 @@ mod tests {
     }
 
     #[test]
-    fn key_records_round_trip_in_kid_order() {
+    fn lifecycle_round_trips_in_kid_order() {
         let t = |s: &str| Time(s.parse().expect("timestamp"));
+        let retired_key = key(Algorithm::ES256);
         let records = vec![
-            KeyStatus {
-                key_id: "b".into(),
-                state: KeyState::Next,
-                algorithm: Algorithm::ES256,
-                published_at: t("2026-01-02T00:00:00Z"),
-                activated_at: None,
-                retired_at: None,
-                remove_at: None,
+            KeyRecord {
+                status: KeyStatus {
+                    key_id: "b".into(),
+                    state: KeyState::Next,
+                    algorithm: Algorithm::ES256,
+                    published_at: t("2026-01-02T00:00:00Z"),
+                    activated_at: None,
+                    retired_at: None,
+                    remove_at: None,
+                },
+                jwk: None,
             },
-            KeyStatus {
-                key_id: "a".into(),
-                state: KeyState::Retired,
-                algorithm: Algorithm::ES256,
-                published_at: t("2026-01-01T00:00:00Z"),
-                activated_at: Some(t("2026-01-01T00:00:00Z")),
-                retired_at: Some(t("2026-01-03T00:00:00Z")),
-                remove_at: Some(t("2026-01-04T00:00:00Z")),
+            KeyRecord {
+                status: KeyStatus {
+                    key_id: "a".into(),
+                    state: KeyState::Retired,
+                    algorithm: Algorithm::ES256,
+                    published_at: t("2026-01-01T00:00:00Z"),
+                    activated_at: Some(t("2026-01-01T00:00:00Z")),
+                    retired_at: Some(t("2026-01-03T00:00:00Z")),
+                    remove_at: Some(t("2026-01-04T00:00:00Z")),
+                },
+                jwk: Some(retired_key.public_jwk().clone()),
             },
         ];
-        let text = render_key_records(&records);
+        let lifecycle = Lifecycle { keys: records.clone(), rotate_handled: Some("1".into()) };
+        let text = lifecycle.render();
         assert!(text.find("\"a\"") < text.find("\"b\""));
-        let back = parse_key_records(&text).expect("parse");
-        assert_eq!(back.len(), 2);
-        assert_eq!(back[0], records[1]);
-        assert_eq!(back[1], records[0]);
-        assert_eq!(render_key_records(&back), text);
-        assert!(parse_key_records("{").is_err());
+        assert!(text.contains("\"keyId\":\"a\"") && text.contains("\"rotateHandled\":\"1\""), "{text}");
+        assert!(!text.contains("PRIVATE"), "{text}");
+        let back = Lifecycle::parse(text.as_bytes()).expect("parse");
+        assert_eq!(back.keys, vec![records[1].clone(), records[0].clone()]);
+        assert_eq!(back.render(), text);
+        assert!(matches!(Lifecycle::parse(b"{"), Err(ContractError::Lifecycle(_))));
     }
 
     #[test]

@@ -50,6 +50,14 @@ use crate::duration::{self, DurationError};
     validation = Rule::new("has(self.jwksConfigMapName) == has(oldSelf.jwksConfigMapName) && (!has(self.jwksConfigMapName) || self.jwksConfigMapName == oldSelf.jwksConfigMapName)")
         .message("jwksConfigMapName is immutable: create a new SigningKey to use another ConfigMap")
         .field_path(".jwksConfigMapName"),
+    // Parse errors are reported by the fields' own rules; this one only relates them.
+    validation = Rule::new(concat!(
+        "!self.maxTokenLifetime.matches('", sigil_core::duration_pattern!(), "') || !self.rotation.prePublish.matches('", sigil_core::duration_pattern!(),
+        "') || !self.rotation.retain.matches('", sigil_core::duration_pattern!(),
+        "') || duration(self.rotation.retain) >= duration(self.maxTokenLifetime) + duration(self.rotation.prePublish) + duration('60s')"
+    ))
+    .message("rotation.retain must be at least maxTokenLifetime + rotation.prePublish + 1m: an issuer can sign with a retired key until the Secret reaches it (prePublish covers that), its tokens live maxTokenLifetime, and verifiers allow up to 1m of clock skew. Raise retain or lower maxTokenLifetime")
+    .field_path(".rotation.retain"),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct SigningKeySpec {
@@ -87,6 +95,19 @@ pub struct SigningKeySpec {
     )]
     pub jwks_config_map_name: Option<String>,
 
+    /// The longest lifetime of a token signed with this key (default `1h`,
+    /// 1s to 24h). The issuer caps every token at it, and `rotation.retain`
+    /// must cover it, so a token never outlives its key's publication.
+    #[serde(default = "default_max_token_lifetime")]
+    #[schemars(length(max = 32))]
+    #[x_kube(
+        validation = Rule::new(concat!("self.matches('", sigil_core::duration_pattern!(), "')"))
+            .message("maxTokenLifetime must be a Go duration such as 1h, 15m or 90s"),
+        validation = Rule::new(concat!("!self.matches('", sigil_core::duration_pattern!(), "') || (duration(self) >= duration('1s') && duration(self) <= duration('24h'))"))
+            .message("maxTokenLifetime must be between 1s and 24h"),
+    )]
+    pub max_token_lifetime: String,
+
     /// Key ids (`kid`) to withdraw at once, e.g. after a key compromise. A revoked
     /// key leaves the JWKS immediately, so tokens it signed stop verifying; if it
     /// is the active key, a new key is generated and activated at once.
@@ -105,6 +126,12 @@ pub struct SigningKeySpec {
     ))
     .message("prePublish must be shorter than every: a new key is published prePublish before it starts signing, within the key's period")
     .field_path(".prePublish"),
+    validation = Rule::new(concat!(
+        "!self.every.matches('", sigil_core::duration_pattern!(), "') || !self.retain.matches('", sigil_core::duration_pattern!(),
+        "') || duration(self.retain).getSeconds() <= 30 * duration(self.every).getSeconds()"
+    ))
+    .message("retain must be at most 30 times every: each rotation leaves a retired key published for retain, and a SigningKey keeps at most 32 of them. Rotate less often or retain for less")
+    .field_path(".retain"),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct Rotation {
@@ -120,16 +147,18 @@ pub struct Rotation {
     pub every: String,
 
     /// How long a new key is published in the JWKS before it starts signing, so
-    /// every verifier has fetched it by then (default `1h`; shorter than `every`).
+    /// every verifier has fetched it by then (default `1h`; shorter than
+    /// `every`). The operator refuses less than the time the kubelet takes to
+    /// deliver a changed ConfigMap to a pod (`--min-pre-publish`, default `2m`).
     #[serde(default = "default_pre_publish")]
     #[schemars(length(max = 32))]
     #[x_kube(validation = Rule::new(concat!("self.matches('", sigil_core::duration_pattern!(), "')"))
         .message("prePublish must be a Go duration such as 1h, 10m or 30s"))]
     pub pre_publish: String,
 
-    /// How long a retired key stays in the JWKS after it stopped signing. Must
-    /// cover the longest token lifetime plus clock skew, or tokens it signed fail
-    /// before they expire (default `24h`).
+    /// How long a retired key stays in the JWKS after it stopped signing
+    /// (default `24h`): at least `maxTokenLifetime + prePublish + 1m`, so every
+    /// token it signed expires first, and at most 30 times `every`.
     #[serde(default = "default_retain")]
     #[schemars(length(max = 32))]
     #[x_kube(validation = Rule::new(concat!("self.matches('", sigil_core::duration_pattern!(), "')"))
@@ -145,6 +174,9 @@ fn default_pre_publish() -> String {
 }
 fn default_retain() -> String {
     "24h".to_owned()
+}
+fn default_max_token_lifetime() -> String {
+    "1h".to_owned()
 }
 
 impl Default for Rotation {
@@ -226,6 +258,7 @@ pub struct ValidSpec {
     pub every: Duration,
     pub pre_publish: Duration,
     pub retain: Duration,
+    pub max_token_lifetime: Duration,
     pub secret_name: String,
     pub jwks_config_map_name: String,
     pub revoked_key_ids: BTreeSet<String>,
@@ -238,18 +271,37 @@ pub enum SpecError {
     KeySize(u32),
     #[error("keySize applies only to RSA algorithms; remove it for {0}")]
     KeySizeWithoutRsa(Algorithm),
-    #[error("rotation.{field}: {source}")]
+    #[error("{field}: {source}")]
     Duration { field: &'static str, source: DurationError },
     #[error("rotation.every must be at least 1m, got {0}")]
     EveryTooShort(String),
     #[error("rotation.prePublish ({pre_publish}) must be shorter than rotation.every ({every})")]
     PrePublishNotShorter { pre_publish: String, every: String },
+    #[error("maxTokenLifetime must be between 1s and 24h, got {0}")]
+    MaxTokenLifetime(String),
+    #[error(
+        "rotation.retain ({retain}) must be at least maxTokenLifetime + rotation.prePublish + 1m ({needed}), \
+         or tokens signed just before their key retired outlive its publication"
+    )]
+    RetainTooShort { retain: String, needed: String },
+    #[error("rotation.retain ({retain}) must be at most 30 times rotation.every ({every})")]
+    RetainTooLong { retain: String, every: String },
     #[error("{field} {value:?} is not a valid Kubernetes object name")]
     Name { field: &'static str, value: String },
 }
 
 /// The shortest rotation period a SigningKey accepts (the CRD enforces the same).
 pub const MIN_EVERY: Duration = Duration::from_secs(60);
+/// The bounds of `maxTokenLifetime` (the CRD enforces the same).
+pub const MAX_TOKEN_LIFETIME_RANGE: std::ops::RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(24 * 3600);
+/// `retain` may be at most this many times `every`: with scheduled rotations,
+/// fewer retired keys than [`MAX_RETIRED_KEYS`] are ever published at once.
+pub const MAX_RETAIN_PER_EVERY: u32 = 30;
+/// The most retired keys a SigningKey keeps. Rotations beyond the schedule
+/// (manual ones, algorithm changes) wait while this many are retained, so the
+/// operator's state has a fixed bound.
+pub const MAX_RETIRED_KEYS: usize = 32;
 
 impl SigningKeySpec {
     /// Checks the spec the way the CRD's schema and CEL rules do, and resolves
@@ -265,9 +317,9 @@ impl SigningKeySpec {
         let parse = |field: &'static str, value: &str| {
             duration::parse(value).map_err(|source| SpecError::Duration { field, source })
         };
-        let every = parse("every", &self.rotation.every)?;
-        let pre_publish = parse("prePublish", &self.rotation.pre_publish)?;
-        let retain = parse("retain", &self.rotation.retain)?;
+        let every = parse("rotation.every", &self.rotation.every)?;
+        let pre_publish = parse("rotation.prePublish", &self.rotation.pre_publish)?;
+        let retain = parse("rotation.retain", &self.rotation.retain)?;
         if every < MIN_EVERY {
             return Err(SpecError::EveryTooShort(self.rotation.every.clone()));
         }
@@ -276,6 +328,19 @@ impl SigningKeySpec {
                 pre_publish: self.rotation.pre_publish.clone(),
                 every: self.rotation.every.clone(),
             });
+        }
+        let max_token_lifetime = parse("maxTokenLifetime", &self.max_token_lifetime)?;
+        if !MAX_TOKEN_LIFETIME_RANGE.contains(&max_token_lifetime) {
+            return Err(SpecError::MaxTokenLifetime(self.max_token_lifetime.clone()));
+        }
+        let needed = max_token_lifetime + pre_publish + sigil_core::MAX_LEEWAY;
+        if retain < needed {
+            let (retain, needed) = (self.rotation.retain.clone(), duration::format(needed));
+            return Err(SpecError::RetainTooShort { retain, needed });
+        }
+        if retain > every * MAX_RETAIN_PER_EVERY {
+            let (retain, every) = (self.rotation.retain.clone(), self.rotation.every.clone());
+            return Err(SpecError::RetainTooLong { retain, every });
         }
         let secret_name = self.secret_name.clone().unwrap_or_else(|| crate::contract::default_secret_name(name));
         let jwks_config_map_name =
@@ -288,6 +353,7 @@ impl SigningKeySpec {
             every,
             pre_publish,
             retain,
+            max_token_lifetime,
             secret_name,
             jwks_config_map_name,
             revoked_key_ids: self.revoked_key_ids.clone(),
@@ -394,7 +460,7 @@ mod tests {
         for field in ["every", "prePublish", "retain"] {
             let s = spec(serde_json::json!({"rotation": {field: "30 days"}}));
             let err = s.validate("api").expect_err("must fail");
-            assert!(matches!(err, SpecError::Duration { field: f, .. } if f == field), "{err}");
+            assert!(matches!(err, SpecError::Duration { field: f, .. } if f == format!("rotation.{field}")), "{err}");
             assert!(err.to_string().starts_with(&format!("rotation.{field}")), "{err}");
         }
     }

@@ -12,6 +12,12 @@ pub mod algorithm;
 pub mod jwk;
 pub mod keys;
 
+/// The most clock skew a Sigil verifier tolerates on `exp`, `nbf` and `iat`
+/// (the sidecar refuses a larger `--leeway`). A SigningKey's `retain` budgets
+/// for it, so a token can expire on a slow verifier's clock without its key
+/// having left the JWKS first.
+pub const MAX_LEEWAY: std::time::Duration = std::time::Duration::from_secs(60);
+
 pub use algorithm::Algorithm;
 pub use jwk::{Jwk, JwkSet};
 pub use keys::PrivateKey;

@@ -2,6 +2,7 @@
 //! into typed values before anything binds a port or calls the API server.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use sigil_runtime::telemetry::LogFormat;
@@ -42,9 +43,20 @@ pub struct Config {
     #[arg(long, env = "SIGIL_IDENTITY")]
     pub identity: Option<String>,
 
+    /// The shortest rotation.prePublish a SigningKey may have: how long the
+    /// kubelet may take to deliver a changed JWKS ConfigMap to a pod (2m covers
+    /// the default 1m sync loop under load). Lower it only for tests that do
+    /// not mount the JWKS; SigningKeys then report TimingsEnforced=False.
+    #[arg(long, env = "SIGIL_MIN_PRE_PUBLISH", default_value = "2m", value_parser = duration)]
+    pub min_pre_publish: Duration,
+
     /// Log format: json (one object per line) or text.
     #[arg(long, env = "SIGIL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    sigil_api::duration::parse(s).map_err(|e| e.to_string())
 }
 
 #[derive(Debug, Subcommand)]
@@ -103,6 +115,7 @@ mod tests {
         assert!(c.leader_election);
         assert_eq!(c.lease_name, "sigil-operator");
         assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.min_pre_publish, crate::decide::Limits::DEFAULT_MIN_PRE_PUBLISH);
         Config::command().debug_assert();
     }
 
@@ -132,6 +145,9 @@ mod tests {
         assert!(err.contains("--admin-listen"), "{err}");
         assert!(parse(&["--leader-election", "maybe"]).is_err());
         assert!(parse(&["--log-format", "xml"]).is_err());
+        let err = parse(&["--min-pre-publish", "2 minutes"]).expect_err("bad duration").to_string();
+        assert!(err.contains("--min-pre-publish"), "{err}");
+        assert_eq!(parse(&["--min-pre-publish", "1s"]).expect("parse").min_pre_publish, Duration::from_secs(1));
         assert!(matches!(parse(&["crd"]).expect("crd").command, Some(Command::Crd)));
     }
 }

@@ -39,6 +39,7 @@ pub enum Fatal {
 
 pub struct Options {
     pub namespace: Option<String>,
+    pub limits: crate::decide::Limits,
     pub lease: Option<LeaseConfig>,
     pub admin: TcpListener,
 }
@@ -84,7 +85,8 @@ pub async fn run(opts: Options) -> Result<(), Fatal> {
     }
 
     let reporter = Reporter { controller: MANAGED_BY.to_owned(), instance: std::env::var("POD_NAME").ok() };
-    let ctx = Arc::new(Context { recorder: Recorder::new(client.clone(), reporter), client, metrics, now: wall_clock });
+    let recorder = Recorder::new(client.clone(), reporter);
+    let ctx = Arc::new(Context { recorder, client, metrics, now: wall_clock, limits: opts.limits });
     let (stop_controller, controller_stopped) = tokio::sync::oneshot::channel::<()>();
     let running = controller
         .graceful_shutdown_on(async {

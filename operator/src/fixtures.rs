@@ -36,6 +36,7 @@ pub fn context() -> (Arc<Context>, ApiServerVerifier) {
         client,
         metrics: Metrics::default(),
         now: fixed_clock,
+        limits: crate::decide::Limits::default(),
     };
     (Arc::new(ctx), ApiServerVerifier(handle))
 }

@@ -38,7 +38,14 @@ async fn main() -> ExitCode {
         Ok(listener) => listener,
         Err(e) => return fail(&format!("cannot listen on {}: {e}", config.admin_listen)),
     };
-    let options = controller::Options { namespace: config.namespace, lease, admin };
+    if config.min_pre_publish < decide::Limits::DEFAULT_MIN_PRE_PUBLISH {
+        tracing::warn!(
+            min_pre_publish = %sigil_api::duration::format(config.min_pre_publish),
+            "--min-pre-publish is below the kubelet's propagation delay: a test setting, reported on every SigningKey"
+        );
+    }
+    let limits = decide::Limits { min_pre_publish: config.min_pre_publish };
+    let options = controller::Options { namespace: config.namespace, limits, lease, admin };
     match controller::run(options).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e.to_string()),

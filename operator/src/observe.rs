@@ -12,7 +12,6 @@ use sigil_api::algorithm::Algorithm;
 use sigil_api::contract::{self, ContractError, SecretKeys};
 use sigil_api::jwk::{Jwk, JwkParams, JwkSet, b64_decode};
 use sigil_api::keys::PrivateKey;
-use sigil_api::signing_key::KeyStatus;
 
 /// What a key is: its algorithm and, for RSA, its modulus size. A spec change
 /// of either rolls the key over.
@@ -103,14 +102,13 @@ pub fn slots_data(active: Option<&PrivateKey>, next: Option<&PrivateKey>) -> BTr
     data
 }
 
-/// The published side: the JWKs in `jwks.json` and the lifecycle records of
-/// the `sigil.dev/keys` annotation, plus what could not be read.
+/// What the JWKS ConfigMap publishes, plus what could not be read. Output
+/// of the operator, read back only to see whether it needs rewriting (and to
+/// recover public keys whose id proves them, see `decide`).
 #[derive(Debug, Default, Clone)]
 pub struct Published {
     pub jwks: BTreeMap<String, Jwk>,
-    pub records: BTreeMap<String, KeyStatus>,
-    pub rotate_handled: Option<String>,
-    /// Why part of the ConfigMap was unreadable (it is rewritten from what is known).
+    /// Why part of the ConfigMap was unreadable (it is rewritten from the Secret).
     pub problems: Vec<String>,
 }
 
@@ -123,14 +121,6 @@ impl Published {
                 Err(e) => out.problems.push(format!("{} is not a JWK Set: {e}", contract::JWKS)),
             }
         }
-        let annotations = cm.metadata.annotations.as_ref();
-        if let Some(text) = annotations.and_then(|a| a.get(contract::ANNOTATION_KEYS)) {
-            match contract::parse_key_records(text) {
-                Ok(records) => out.records = records.into_iter().map(|r| (r.key_id.clone(), r)).collect(),
-                Err(e) => out.problems.push(e.to_string()),
-            }
-        }
-        out.rotate_handled = annotations.and_then(|a| a.get(contract::ANNOTATION_ROTATE_HANDLED)).cloned();
         out
     }
 }
@@ -188,17 +178,11 @@ mod tests {
     }
 
     #[test]
-    fn unreadable_config_map_parts_are_reported() {
-        let cm = ConfigMap {
-            metadata: kube::api::ObjectMeta {
-                annotations: Some(BTreeMap::from([(contract::ANNOTATION_KEYS.into(), "{".into())])),
-                ..Default::default()
-            },
-            data: Some(BTreeMap::from([(contract::JWKS.into(), "nope".into())])),
-            ..Default::default()
-        };
+    fn an_unreadable_jwks_is_reported() {
+        let cm =
+            ConfigMap { data: Some(BTreeMap::from([(contract::JWKS.into(), "nope".into())])), ..Default::default() };
         let p = Published::parse(&cm);
-        assert_eq!(p.problems.len(), 2, "{:?}", p.problems);
-        assert!(p.jwks.is_empty() && p.records.is_empty());
+        assert_eq!(p.problems.len(), 1, "{:?}", p.problems);
+        assert!(p.jwks.is_empty());
     }
 }

@@ -18,7 +18,7 @@ use sigil_api::keys::PrivateKey;
 use sigil_api::signing_key::SigningKey;
 use tracing::{info, warn};
 
-use crate::decide::{self, Decision, Input, Plan, Write, reason};
+use crate::decide::{self, Decision, Input, Limits, Plan, Write, reason};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::observe::KeyKind;
@@ -35,6 +35,7 @@ pub struct Context {
     /// The clock, injectable for tests. Times are whole seconds, the precision
     /// Kubernetes stores, so what we write compares equal to what we read back.
     pub now: fn() -> Timestamp,
+    pub limits: Limits,
 }
 
 pub fn wall_clock() -> Timestamp {
@@ -63,6 +64,7 @@ pub async fn reconcile(sk: Arc<SigningKey>, ctx: Arc<Context>) -> Result<Action>
             secret: secret.as_ref(),
             config_map: config_map.as_ref(),
             fresh_key: fresh.as_ref(),
+            limits: ctx.limits,
             now,
         };
         let plan = match decide::decide(input) {

@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::ObjectMeta;
@@ -24,10 +25,12 @@ fn at(minutes: i64) -> Timestamp {
     t(T0).checked_add(jiff::SignedDuration::from_mins(minutes)).expect("in range")
 }
 
-/// every 1h, prePublish 10m, retain 30m: rotations every hour, generation at :50.
+/// every 1h, prePublish 10m, retain 30m: rotations every hour, generation at
+/// :50; tokens live up to 15m (retain must cover 15m + 10m + 1m).
 fn spec(extra: serde_json::Value) -> SigningKeySpec {
     let mut json = serde_json::json!({
         "algorithm": "ES256",
+        "maxTokenLifetime": "15m",
         "rotation": {"every": "1h", "prePublish": "10m", "retain": "30m"}
     });
     if let (Some(base), Some(extra)) = (json.as_object_mut(), extra.as_object()) {
@@ -55,10 +58,12 @@ struct World {
     secret: Option<Secret>,
     cm: Option<ConfigMap>,
     now: Timestamp,
+    limits: Limits,
     writes: usize,
     events: Vec<Event>,
     /// Every (Secret, ConfigMap) pair seen between two writes: the crash points.
     snapshots: Vec<(Option<Secret>, Option<ConfigMap>)>,
+    keep_snapshots: bool,
     /// kid -> when it entered the JWKS.
     published_since: BTreeMap<String, Timestamp>,
     /// Kids whose private key has been stored in the Secret.
@@ -76,9 +81,11 @@ impl World {
             secret: None,
             cm: None,
             now: at(0),
+            limits: Limits::default(),
             writes: 0,
             events: vec![],
             snapshots: vec![],
+            keep_snapshots: true,
             published_since: BTreeMap::new(),
             persisted: BTreeSet::new(),
             signing: None,
@@ -91,7 +98,7 @@ impl World {
         let mut w = World::new(spec);
         (w.secret, w.cm, w.now) = (secret, cm, now);
         w.persisted = w.jwks();
-        let records = w.cm.as_ref().map(|c| Published::parse(c).records).unwrap_or_default();
+        let records = w.secret.as_ref().map(|_| w.records()).unwrap_or_default();
         w.published_since = records.values().map(|r| (r.key_id.clone(), r.published_at.0)).collect();
         w.signing = w.active().map(|k| (k, now));
         w.check_invariants();
@@ -104,6 +111,7 @@ impl World {
             secret: self.secret.as_ref(),
             config_map: self.cm.as_ref(),
             fresh_key: fresh,
+            limits: self.limits,
             now: self.now,
         })
     }
@@ -141,7 +149,9 @@ impl World {
             Write::Secret(s) => self.secret = Some(s),
             Write::ConfigMap(c) => self.cm = Some(c),
         }
-        self.snapshots.push((self.secret.clone(), self.cm.clone()));
+        if self.keep_snapshots {
+            self.snapshots.push((self.secret.clone(), self.cm.clone()));
+        }
         self.check_invariants();
     }
 
@@ -183,8 +193,16 @@ impl World {
         parsed.keys.into_iter().map(|k| k.kid).collect()
     }
 
+    /// The lifecycle records the Secret holds.
     fn records(&self) -> BTreeMap<String, KeyStatus> {
-        Published::parse(self.cm.as_ref().expect("ConfigMap")).records
+        self.lifecycle().keys.into_iter().map(|r| (r.status.key_id.clone(), r.status)).collect()
+    }
+
+    fn lifecycle(&self) -> Lifecycle {
+        let data = self.secret.as_ref().and_then(|s| s.data.as_ref()).expect("Secret data");
+        data.get(contract::LIFECYCLE)
+            .map(|v| Lifecycle::parse(&v.0).expect("lifecycle.json parses"))
+            .unwrap_or_default()
     }
 
     fn revoked(&self, kid: &str) -> bool {
@@ -211,9 +229,10 @@ impl World {
             assert!(published.contains(active), "{now}: active {active} is not in the JWKS {published:?}");
         }
         // 2. Published >= prePublish before signing, except the first key and
-        //    the replacement of a revoked key.
-        let active = slots.active_kid().map(str::to_owned);
+        //    the replacement of a revoked key. An issuer whose Secret lost its
+        //    active key keeps signing with the one it has in memory.
         let previous = self.signing.as_ref().map(|(k, _)| k.clone());
+        let active = slots.active_kid().map(str::to_owned).or(previous.clone());
         if active != previous {
             if let Some(new) = &active {
                 let emergency = previous.as_deref().is_none_or(|p| self.revoked(p));
@@ -242,9 +261,15 @@ impl World {
         for kid in &published {
             assert!(!self.revoked(kid), "{now}: revoked {kid} is published");
         }
-        // 4. No key material outside the Secret.
+        // 4. No key material outside the Secret, and nothing but the JWKS in the ConfigMap.
         let cm = serde_json::to_string(&self.cm).expect("json");
         assert!(!cm.contains("PRIVATE KEY"), "private key material in the ConfigMap");
+        assert!(!cm.contains("sigil.dev/keys"), "state in the ConfigMap");
+        // 5. The state stays bounded.
+        if self.secret.is_some() {
+            let retired = self.records().values().filter(|r| r.state == KeyState::Retired).count();
+            assert!(retired <= MAX_RETIRED_KEYS, "{now}: {retired} retired keys");
+        }
     }
 
     fn assert_no_key_material(&self, plan: &Plan) {
@@ -287,7 +312,7 @@ fn create_publishes_then_activates_the_first_key() {
     let active = w.active().expect("active key");
     assert_eq!(w.next(), None);
     assert_eq!(w.jwks(), BTreeSet::from([active.clone()]));
-    // Secret(next) -> ConfigMap(publish) -> Secret(activate) -> ConfigMap(Active).
+    // Secret(next) -> ConfigMap(publish) -> Secret(record as published) -> Secret(activate).
     assert_eq!(w.writes, 4);
     assert_eq!(w.reasons(), ["KeyGenerated", "KeyPublished", "KeyActivated"]);
     let record = &w.records()[&active];
@@ -418,7 +443,8 @@ fn revoking_a_retired_key_withdraws_only_it() {
     w.reconcile();
     assert_eq!(w.jwks(), BTreeSet::from([active.clone()]));
     assert_eq!(w.active(), Some(active));
-    assert_eq!(w.writes, writes + 1, "one ConfigMap write, the Secret is untouched");
+    assert_eq!(w.writes, writes + 2, "the ConfigMap withdraws it, then the Secret drops its record");
+    assert!(!w.records().contains_key(&retired[0]));
     assert_eq!(w.events.last().map(|e| (e.warning, e.reason)), Some((true, "KeyRevoked")));
 }
 
@@ -453,9 +479,7 @@ fn manual_rotation_honours_pre_publish_and_acts_once() {
     assert_eq!(plan.requeue_at, Some(at(15)), "prePublish still applies");
     w.run_until(at(15));
     assert_eq!(w.active().as_deref(), Some(second.as_str()));
-    let handled =
-        w.cm.as_ref().and_then(|c| c.metadata.annotations.as_ref()?.get(contract::ANNOTATION_ROTATE_HANDLED).cloned());
-    assert_eq!(handled.as_deref(), Some("1"));
+    assert_eq!(w.lifecycle().rotate_handled.as_deref(), Some("1"));
     // The same value does not rotate again: the next rotation is on schedule.
     w.now = at(20);
     let plan = w.reconcile();
@@ -494,8 +518,8 @@ fn every_crash_point_of_a_rotation_resumes_safely_even_without_status() {
     w.run_until(at(100));
     let final_jwks = w.jwks();
     let final_active = w.active();
-    // Creation 4 writes, :50 two, :60 two, :90 one.
-    assert_eq!(w.snapshots.len(), 9);
+    // Creation 4 writes, :50 three, :60 one, :90 two.
+    assert_eq!(w.snapshots.len(), 10);
     for (i, (secret, cm)) in w.snapshots.clone().into_iter().enumerate() {
         // A fresh operator with no memory and no status, on the objects a crash left.
         let mut r = World::resume(w.sk.spec.clone(), secret, cm, at(100));
@@ -533,25 +557,27 @@ fn next_key_stored_but_not_yet_published_is_published_before_anything_else() {
 }
 
 #[test]
-fn activated_in_secret_but_not_yet_marked_in_config_map() {
+fn activation_retires_the_old_key_in_the_same_write() {
     let mut w = World::new(spec(serde_json::json!({})));
     w.run_until(at(50));
     let (old, new) = (w.active().expect("active"), w.next().expect("next"));
     w.now = at(60);
     let Some(Write::Secret(secret)) = w.plan().write else { panic!("activation is a Secret write") };
     w.secret = Some(secret);
-    w.sk.status = None;
-    // Restart later: the records still say old=Active, new=Next.
-    w.now = at(62);
-    let Some(Write::ConfigMap(cm)) = w.plan().write else { panic!("the ConfigMap catches up") };
-    w.cm = Some(cm);
+    // The activating write alone holds the whole new state: a crash right
+    // after it loses nothing, and the old key's public half is kept.
     let records = w.records();
     assert_eq!(records[&new].state, KeyState::Active);
     assert_eq!(records[&old].state, KeyState::Retired);
-    assert_eq!(records[&old].retired_at.as_ref().map(|t| t.0), Some(at(62)), "retain counts from the observed stop");
+    assert_eq!(records[&old].retired_at.as_ref().map(|t| t.0), Some(at(60)));
+    let kept = w.lifecycle().keys.into_iter().find(|r| r.status.key_id == old).and_then(|r| r.jwk);
+    assert_eq!(kept.map(|j| j.kid), Some(old.clone()));
+    w.sk.status = None;
+    w.now = at(62);
     let plan = w.reconcile();
+    assert_eq!(w.jwks(), BTreeSet::from([old, new]));
     assert_eq!(w.next(), None, "no second key is generated");
-    assert_eq!(plan.requeue_at, Some(at(92)));
+    assert_eq!(plan.requeue_at, Some(at(90)));
 }
 
 #[test]
@@ -585,19 +611,52 @@ fn lost_status_is_rebuilt_from_the_objects_without_writes() {
     assert_eq!(after.conditions[0].status, "True");
 }
 
+/// Deleting the Secret is not a revocation: the issuer may still sign with
+/// the key it holds in memory, so that key stays published and the
+/// replacement is pre-published like any new key (file-mounted verifiers
+/// need the time). A leaked key is withdrawn with revokedKeyIds instead.
 #[test]
-fn a_deleted_secret_retires_its_key_and_a_new_one_signs() {
+fn a_deleted_secret_keeps_its_keys_published_and_pre_publishes_the_replacement() {
+    let mut w = World::new(spec(serde_json::json!({})));
+    w.run_until(at(61));
+    let lost = w.active().expect("active");
+    let retired: Vec<String> = w.jwks().into_iter().filter(|k| *k != lost).collect();
+    assert_eq!(retired.len(), 1);
+    w.secret = None;
+    w.now = at(70);
+    let plan = w.reconcile();
+    let new = w.next().expect("a replacement is pre-published");
+    assert_eq!(w.active(), None, "the replacement does not sign before prePublish");
+    assert_eq!(w.jwks(), BTreeSet::from([lost.clone(), new.clone(), retired[0].clone()]));
+    assert_eq!(w.records()[&lost].state, KeyState::Active, "it may still sign from the issuer's memory");
+    assert_eq!(plan.requeue_at, Some(at(80)));
+    let warning = w.events.iter().find(|e| e.reason == "SecretLost").expect("SecretLost event");
+    assert!(warning.warning && warning.note.contains("revokedKeyIds"), "{}", warning.note);
+    w.run_until(at(80));
+    assert_eq!(w.active(), Some(new));
+    let record = &w.records()[&lost];
+    assert_eq!(record.state, KeyState::Retired);
+    assert_eq!(
+        record.remove_at.as_ref().map(|t| t.0),
+        Some(at(110)),
+        "retain counts from the replacement's activation"
+    );
+    assert_eq!(w.records()[&retired[0]].remove_at.as_ref().map(|t| t.0), Some(at(90)));
+}
+
+/// Without status too, nothing vouches for the ConfigMap's keys: they go.
+#[test]
+fn a_deleted_secret_and_lost_status_start_over() {
     let mut w = World::new(spec(serde_json::json!({})));
     w.reconcile();
     let lost = w.active().expect("active");
     w.secret = None;
-    w.signing = None; // the simulated issuer lost its key with the Secret
+    w.sk.status = None;
+    w.signing = None;
     w.now = at(10);
     w.reconcile();
-    let new = w.active().expect("new key");
-    assert_ne!(new, lost);
-    assert_eq!(w.records()[&lost].state, KeyState::Retired, "tokens it signed keep verifying for retain");
-    assert_eq!(w.records()[&lost].remove_at.as_ref().map(|t| t.0), Some(at(40)));
+    assert!(!w.jwks().contains(&lost));
+    assert!(w.active().is_some_and(|k| k != lost));
 }
 
 fn foreign<K: Resource<DynamicType = ()> + Default>(name: &str) -> K {
@@ -765,4 +824,230 @@ fn a_debug_printed_plan_shows_no_key_material() {
     // ByteString's own Debug prints the bytes as numbers.
     let as_numbers = format!("{:?}", &pem.as_bytes()[..12]);
     assert!(!printed.contains(as_numbers.trim_matches(['[', ']'])), "{printed}");
+}
+
+/// Anyone with `patch configmaps` (the built-in `edit` role) can write the
+/// JWKS ConfigMap. The operator overwrites it from the Secret and says so.
+#[test]
+fn a_planted_jwk_in_the_config_map_is_removed_with_a_warning() {
+    let mut w = World::new(spec(serde_json::json!({})));
+    w.reconcile();
+    let active = w.active().expect("active");
+    let attacker = PrivateKey::generate(sigil_api::Algorithm::ES256, None).expect("generate");
+    let mut cm = w.cm.clone().expect("cm");
+    let mut set: JwkSet = serde_json::from_str(&cm.data.as_ref().expect("data")[contract::JWKS]).expect("jwks");
+    set.keys.push(attacker.public_jwk().clone());
+    cm.data = Some(BTreeMap::from([(contract::JWKS.into(), set.to_json())]));
+    w.cm = Some(cm);
+    w.now = at(1);
+    let writes = w.writes;
+    let plan = w.reconcile();
+    assert_eq!(w.jwks(), BTreeSet::from([active]));
+    assert_eq!(w.writes, writes + 1, "one ConfigMap write; the Secret is the truth and stays as it was");
+    let warning = w.events.iter().find(|e| e.reason == "UnknownKeyRemoved").expect("a Warning event");
+    assert!(warning.warning && warning.key_id.as_deref() == Some(attacker.kid()), "{warning:?}");
+    assert!(!plan.status.keys.iter().any(|r| r.key_id == attacker.kid()), "never copied into status");
+}
+
+/// The records of the old layout, forged: a planted key "retired" until 2099,
+/// an active key "activated" in the future, a next key "published" long ago.
+/// None of it is read; the annotation itself is removed.
+#[test]
+fn forged_lifecycle_records_in_the_config_map_are_ignored_and_removed() {
+    let mut w = World::new(spec(serde_json::json!({})));
+    w.run_until(at(52));
+    let (active, next) = (w.active().expect("active"), w.next().expect("next"));
+    let attacker = PrivateKey::generate(sigil_api::Algorithm::ES256, None).expect("generate");
+    let forged = serde_json::json!([
+        {"keyId": attacker.kid(), "state": "Retired", "algorithm": "ES256", "publishedAt": "2026-01-01T00:00:00Z",
+         "activatedAt": "2026-01-01T00:00:00Z", "retiredAt": "2099-01-01T00:00:00Z", "removeAt": "2099-01-02T00:00:00Z"},
+        {"keyId": active, "state": "Active", "algorithm": "ES256", "publishedAt": "2026-01-01T00:00:00Z",
+         "activatedAt": "2099-01-01T00:00:00Z"},
+        {"keyId": next, "state": "Next", "algorithm": "ES256", "publishedAt": "2020-01-01T00:00:00Z"}
+    ]);
+    let mut cm = w.cm.clone().expect("cm");
+    let mut set: JwkSet = serde_json::from_str(&cm.data.as_ref().expect("data")[contract::JWKS]).expect("jwks");
+    set.keys.push(attacker.public_jwk().clone());
+    cm.data = Some(BTreeMap::from([(contract::JWKS.into(), set.to_json())]));
+    cm.metadata.annotations = Some(BTreeMap::from([("sigil.dev/keys".to_owned(), forged.to_string())]));
+    w.cm = Some(cm);
+    w.now = at(53);
+    let plan = w.reconcile();
+    assert!(!w.jwks().contains(attacker.kid()));
+    assert!(w.cm.as_ref().and_then(|c| c.metadata.annotations.clone()).is_none_or(|a| a.is_empty()));
+    assert_eq!(w.active(), Some(active.clone()), "the next key was not activated early");
+    assert_eq!(plan.requeue_at, Some(at(60)), "activation stays at :60, a full prePublish after :50");
+    w.run_until(at(60));
+    assert_eq!(w.active(), Some(next), "rotation was not stopped");
+}
+
+/// Times in the Secret's records are trusted only up to now: a record that
+/// claims a key was activated in the future cannot postpone its rotation
+/// past a period from today.
+#[test]
+fn recorded_times_later_than_now_are_clamped() {
+    let mut w = World::new(spec(serde_json::json!({})));
+    w.reconcile();
+    let active = w.active().expect("active");
+    let mut lifecycle = w.lifecycle();
+    for r in &mut lifecycle.keys {
+        r.status.activated_at = Some(Time(t("2099-01-01T00:00:00Z")));
+        r.status.published_at = Time(t("2099-01-01T00:00:00Z"));
+    }
+    let mut secret = w.secret.clone().expect("secret");
+    secret.data.as_mut().expect("data").insert(contract::LIFECYCLE.into(), ByteString(lifecycle.render().into_bytes()));
+    w.secret = Some(secret);
+    w.now = at(5);
+    let plan = w.reconcile();
+    assert_eq!(w.records()[&active].activated_at.as_ref().map(|t| t.0), Some(at(5)));
+    assert_eq!(plan.requeue_at, Some(at(55)), "next generation a period after now less prePublish");
+}
+
+/// A damaged `jwks.json` loses nothing: retired keys are kept in the Secret.
+#[test]
+fn a_damaged_jwks_keeps_retired_keys_within_retain() {
+    let mut w = World::new(spec(serde_json::json!({})));
+    w.run_until(at(61));
+    let published = w.jwks();
+    assert_eq!(published.len(), 2, "active and retired");
+    for damage in ["garbage", "{\"keys\": []}", ""] {
+        let mut cm = w.cm.clone().expect("cm");
+        cm.data = Some(BTreeMap::from([(contract::JWKS.into(), damage.into())]));
+        w.cm = Some(cm);
+        w.now = add(w.now, Duration::from_secs(60));
+        w.reconcile();
+        assert_eq!(w.jwks(), published, "after {damage:?}");
+    }
+}
+
+#[test]
+fn an_unreadable_lifecycle_in_our_secret_is_left_alone() {
+    let mut w = World::new(spec(serde_json::json!({})));
+    w.reconcile();
+    let mut secret = w.secret.clone().expect("secret");
+    secret.data.as_mut().expect("data").insert(contract::LIFECYCLE.into(), ByteString(b"{\"keys\": 7}".to_vec()));
+    w.secret = Some(secret);
+    let plan = w.plan();
+    assert!(plan.write.is_none());
+    assert_eq!(plan.events[0].reason, "SecretInvalid");
+    assert!(plan.events[0].note.contains("lifecycle.json"), "{}", plan.events[0].note);
+}
+
+/// A Secret written before `lifecycle.json` existed: its records are rebuilt
+/// from status, and a retired key's public half from the ConfigMap, but only
+/// because it hashes to the id status recorded.
+#[test]
+fn a_secret_without_lifecycle_is_rebuilt_from_status_and_thumbprints() {
+    let mut w = World::new(spec(serde_json::json!({})));
+    w.run_until(at(61));
+    let published = w.jwks();
+    let mut secret = w.secret.clone().expect("secret");
+    secret.data.as_mut().expect("data").remove(contract::LIFECYCLE);
+    w.secret = Some(secret);
+    // A forged key under a retired key's id does not hash to it: refused.
+    let active = w.active().expect("active");
+    let retired = published.iter().find(|k| **k != active).expect("retired").clone();
+    let mut tampered = w.clone_world_with_swapped_jwk(&retired);
+    tampered.now = at(62);
+    tampered.reconcile();
+    assert!(!tampered.jwks().contains(&retired), "a JWK that does not match its kid is not recovered");
+    // The genuine one is.
+    w.now = at(62);
+    w.reconcile();
+    assert_eq!(w.jwks(), published);
+    assert_eq!(w.records()[&retired].remove_at.as_ref().map(|t| t.0), Some(at(90)));
+    assert!(w.reasons().contains(&"StateRecovered"));
+}
+
+impl World {
+    /// This world with the ConfigMap's JWK for `kid` replaced by another key
+    /// that claims the same id.
+    fn clone_world_with_swapped_jwk(&self, kid: &str) -> World {
+        let mut other = World::resume(self.sk.spec.clone(), self.secret.clone(), self.cm.clone(), self.now);
+        other.sk.status = self.sk.status.clone();
+        let mut cm = other.cm.clone().expect("cm");
+        let mut set: JwkSet = serde_json::from_str(&cm.data.as_ref().expect("data")[contract::JWKS]).expect("jwks");
+        let impostor = PrivateKey::generate(sigil_api::Algorithm::ES256, None).expect("generate");
+        for k in &mut set.keys {
+            if k.kid == kid {
+                *k = impostor.public_jwk().clone();
+                k.kid = kid.to_owned();
+            }
+        }
+        cm.data = Some(BTreeMap::from([(contract::JWKS.into(), set.to_json())]));
+        other.cm = Some(cm);
+        // The retired key is meant to be lost here: no invariant tracks it.
+        other.signing = self.signing.clone();
+        other
+    }
+}
+
+/// `every: 1m`, `retain: 30m` and a manual rotation requested at every
+/// reconcile, for a simulated day: the state stays bounded (the old layout
+/// outgrew its 256 KiB annotation within that day), rotation never wedges,
+/// and every invariant holds after every write.
+#[test]
+fn the_state_stays_bounded_over_days_of_rotation_and_manual_requests() {
+    let mut w = World::new(spec(serde_json::json!({
+        "maxTokenLifetime": "1s",
+        "rotation": {"every": "1m", "prePublish": "10s", "retain": "30m"}
+    })));
+    w.limits = Limits { min_pre_publish: Duration::from_secs(1) };
+    w.keep_snapshots = false;
+    let end = at(24 * 60);
+    let mut request = 0u64;
+    let mut largest = 0;
+    while w.now < end {
+        request += 1;
+        w.sk.metadata.annotations = Some(BTreeMap::from([(contract::ANNOTATION_ROTATE.into(), request.to_string())]));
+        let plan = w.reconcile();
+        let size: usize =
+            w.secret.as_ref().and_then(|s| s.data.as_ref()).map_or(0, |d| d.values().map(|v| v.0.len()).sum());
+        largest = largest.max(size);
+        let next = plan.requeue_at.expect("always a next transition");
+        w.now = next.max(add(w.now, Duration::from_secs(1)));
+    }
+    let activations = w.reasons().iter().filter(|r| **r == "KeyActivated").count();
+    assert!(activations >= 24 * 60, "{activations} activations in a day of 1m rotation");
+    assert!(largest < 64 * 1024, "the Secret grew to {largest} bytes");
+    let retired = w.records().values().filter(|r| r.state == KeyState::Retired).count();
+    assert!(retired <= MAX_RETIRED_KEYS, "{retired}");
+    assert_eq!(w.ready(), ready_true());
+}
+
+#[test]
+fn a_pre_publish_below_the_operator_floor_is_refused_unless_lowered() {
+    let mut w = World::new(spec(serde_json::json!({
+        "maxTokenLifetime": "1m",
+        "rotation": {"every": "1h", "prePublish": "30s", "retain": "30m"}
+    })));
+    w.reconcile();
+    assert_eq!(w.writes, 0);
+    assert_eq!(w.ready(), ("False".into(), reason::INVALID_SPEC.into()));
+    let status = w.sk.status.clone().expect("status");
+    assert!(status.conditions[0].message.contains("--min-pre-publish"), "{}", status.conditions[0].message);
+    let timings = status.conditions.iter().find(|c| c.type_ == TIMINGS_ENFORCED).expect("TimingsEnforced");
+    assert_eq!((timings.status.as_str(), timings.reason.as_str()), ("True", reason::FLOOR_ENFORCED));
+
+    w.limits = Limits { min_pre_publish: Duration::from_secs(1) };
+    w.reconcile();
+    assert_eq!(w.ready(), ready_true());
+    let status = w.sk.status.clone().expect("status");
+    let timings = status.conditions.iter().find(|c| c.type_ == TIMINGS_ENFORCED).expect("TimingsEnforced");
+    assert_eq!((timings.status.as_str(), timings.reason.as_str()), ("False", reason::FLOOR_LOWERED));
+    assert!(timings.message.contains("test setting"), "{}", timings.message);
+}
+
+#[test]
+fn the_secret_carries_the_max_token_lifetime_for_the_issuer() {
+    let mut w = World::new(spec(serde_json::json!({})));
+    w.reconcile();
+    let data = w.secret.as_ref().and_then(|s| s.data.clone()).expect("data");
+    assert_eq!(data[contract::MAX_TOKEN_LIFETIME].0, b"15m");
+    w.sk.spec.max_token_lifetime = "10m".into();
+    w.now = at(1);
+    let writes = w.writes;
+    w.reconcile();
+    let data = w.secret.as_ref().and_then(|s| s.data.clone()).expect("data");
+    assert_eq!((data[contract::MAX_TOKEN_LIFETIME].0.as_slice(), w.writes), (&b"10m"[..], writes + 1));
 }

@@ -24,7 +24,8 @@ fn signing_key(spec: Value) -> SigningKey {
 }
 
 fn es256() -> SigningKey {
-    signing_key(json!({"algorithm": "ES256", "rotation": {"every": "1h", "prePublish": "10m", "retain": "30m"}}))
+    signing_key(json!({"algorithm": "ES256", "maxTokenLifetime": "15m",
+                       "rotation": {"every": "1h", "prePublish": "10m", "retain": "30m"}}))
 }
 
 fn b64(value: &Value) -> Vec<u8> {
@@ -54,7 +55,10 @@ async fn create_writes_in_the_safe_order_then_reports_ready() {
         let owner = &body["metadata"]["ownerReferences"][0];
         assert_eq!((owner["kind"].clone(), owner["controller"].clone()), (json!("SigningKey"), json!(true)));
         let data = body["data"].as_object().expect("data");
-        assert_eq!(data.keys().collect::<Vec<_>>(), ["next.alg", "next.kid", "next.pem"]);
+        assert_eq!(
+            data.keys().collect::<Vec<_>>(),
+            ["lifecycle.json", "max-token-lifetime", "next.alg", "next.kid", "next.pem"]
+        );
         assert!(text(&data["next.pem"]).starts_with("-----BEGIN PRIVATE KEY-----"));
         let kid = text(&data["next.kid"]);
         call.stored("1");
@@ -69,27 +73,30 @@ async fn create_writes_in_the_safe_order_then_reports_ready() {
         assert_eq!(jwks["keys"][0]["kid"], kid.as_str());
         assert_eq!(jwks["keys"][0]["alg"], "ES256");
         assert!(jwks["keys"][0].get("d").is_none(), "no private parameters");
-        let records = call.body["metadata"]["annotations"][contract::ANNOTATION_KEYS].as_str().expect("records");
-        assert!(records.contains("\"state\":\"Next\""), "{records}");
+        assert!(call.body["metadata"].get("annotations").is_none(), "the ConfigMap holds no state");
         call.stored("2");
         api.expect_event("team", "KeyPublished").await;
 
-        // 3. Activated, with the version read as precondition.
+        // 3. The Secret records the key as published, with the version read as precondition.
         let call = api.expect_apply(SECRET).await;
         assert_eq!(call.body["metadata"]["resourceVersion"], "1");
-        let data = call.body["data"].as_object().expect("data");
-        assert_eq!(data.keys().collect::<Vec<_>>(), ["alg", "kid", "private.pem"]);
-        assert_eq!(text(&data["kid"]), kid);
+        let lifecycle = text(&call.body["data"][contract::LIFECYCLE]);
+        assert!(lifecycle.contains("\"state\":\"Next\"") && !lifecycle.contains("PRIVATE"), "{lifecycle}");
+        assert_eq!(text(&call.body["data"][contract::MAX_TOKEN_LIFETIME]), "15m");
         call.stored("3");
-        api.expect_event("team", "KeyActivated").await;
 
-        // 4. The record says Active.
-        let call = api.expect_apply(CONFIG_MAP).await;
-        assert_eq!(call.body["metadata"]["resourceVersion"], "2");
-        let records = call.body["metadata"]["annotations"][contract::ANNOTATION_KEYS].as_str().expect("records");
-        assert!(records.contains("\"state\":\"Active\""), "{records}");
-        assert!(records.contains(&format!("\"activatedAt\":\"{NOW}\"")), "{records}");
+        // 4. Activated: the key moves to its slot and its record says Active, in one write.
+        let call = api.expect_apply(SECRET).await;
+        assert_eq!(call.body["metadata"]["resourceVersion"], "3");
+        let data = call.body["data"].as_object().expect("data");
+        let entries: Vec<&String> = data.keys().collect();
+        assert_eq!(entries, ["alg", "kid", "lifecycle.json", "max-token-lifetime", "private.pem"]);
+        assert_eq!(text(&data["kid"]), kid);
+        let lifecycle = text(&data[contract::LIFECYCLE]);
+        assert!(lifecycle.contains("\"state\":\"Active\""), "{lifecycle}");
+        assert!(lifecycle.contains(&format!("\"activatedAt\":\"{NOW}\"")), "{lifecycle}");
         call.stored("4");
+        api.expect_event("team", "KeyActivated").await;
 
         // 5. Status, by server-side apply on the subresource.
         let call = api.expect_apply(STATUS).await;
@@ -117,8 +124,14 @@ fn converged(sk: &SigningKey) -> (Secret, ConfigMap, SigningKeyStatus) {
     let (mut secret, mut cm): (Option<Secret>, Option<ConfigMap>) = (None, None);
     let mut fresh = None;
     loop {
-        let input =
-            Input { signing_key: sk, secret: secret.as_ref(), config_map: cm.as_ref(), fresh_key: fresh.as_ref(), now };
+        let input = Input {
+            signing_key: sk,
+            secret: secret.as_ref(),
+            config_map: cm.as_ref(),
+            fresh_key: fresh.as_ref(),
+            limits: Limits::default(),
+            now,
+        };
         match decide::decide(input) {
             Decision::NeedKey(kind) => fresh = Some(PrivateKey::generate(kind.algorithm, kind.rsa_bits).expect("key")),
             Decision::Plan(plan) => match plan.write {

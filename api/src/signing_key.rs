@@ -430,7 +430,21 @@ mod tests {
                 serde_json::json!({"algorithm": "ES384", "keySize": 2048}),
                 Err(SpecError::KeySizeWithoutRsa(Algorithm::ES384)),
             ),
-            (serde_json::json!({"rotation": {"every": "1m", "prePublish": "30s"}}), Ok(())),
+            (
+                serde_json::json!({"maxTokenLifetime": "1m", "rotation": {"every": "1m", "prePublish": "30s", "retain": "30m"}}),
+                Ok(()),
+            ),
+            (
+                serde_json::json!({"rotation": {"every": "1m", "prePublish": "30s"}}),
+                Err(SpecError::RetainTooLong { retain: "24h".into(), every: "1m".into() }),
+            ),
+            (
+                serde_json::json!({"maxTokenLifetime": "23h"}),
+                Err(SpecError::RetainTooShort { retain: "24h".into(), needed: "24h1m".into() }),
+            ),
+            (serde_json::json!({"maxTokenLifetime": "10m", "rotation": {"prePublish": "5m", "retain": "16m"}}), Ok(())),
+            (serde_json::json!({"maxTokenLifetime": "25h"}), Err(SpecError::MaxTokenLifetime("25h".into()))),
+            (serde_json::json!({"maxTokenLifetime": "0s"}), Err(SpecError::MaxTokenLifetime("0s".into()))),
             (
                 serde_json::json!({"rotation": {"every": "59s", "prePublish": "10s"}}),
                 Err(SpecError::EveryTooShort("59s".into())),

@@ -241,6 +241,9 @@ pub fn start_operator(kubeconfig: &std::path::Path, logs: &std::path::Path) -> P
             ("--admin-listen", format!("127.0.0.1:{admin_port}")),
             ("--leader-election", "false".to_owned()),
             ("--log-format", "text".to_owned()),
+            // These stacks mirror volumes at once (no kubelet), so their
+            // SigningKeys may pre-publish for seconds.
+            ("--min-pre-publish", "1s".to_owned()),
         ]),
         &[("KUBECONFIG", &kubeconfig.display().to_string())],
         logs,

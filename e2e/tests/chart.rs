@@ -538,6 +538,7 @@ async fn namespace_mode_grants_one_namespace_and_nothing_cluster_wide() {
             .expect("signingkey");
     assert_eq!(key["spec"]["algorithm"], "ES256");
     assert_eq!(key["spec"]["rotation"], serde_json::json!({"every": "24h", "prePublish": "10m", "retain": "1h"}));
+    assert_eq!(key["spec"]["maxTokenLifetime"], "15m");
     assert_pods_created(cp, &r).await;
 
     let sa = r.operator_sa();

@@ -41,6 +41,7 @@ async fn defaults_are_applied_by_the_api_server() {
     let spec = &created.data["spec"];
     assert_eq!(spec["algorithm"], "RS256");
     assert_eq!(spec["rotation"], json!({"every": "720h", "prePublish": "1h", "retain": "24h"}));
+    assert_eq!(spec["maxTokenLifetime"], "1h");
     assert!(spec.get("keySize").is_none(), "keySize stays unset: {spec}");
 
     let created = api
@@ -67,12 +68,41 @@ async fn invalid_specs_are_refused_with_the_crd_message() {
         (json!({"rotation": {"every": "59s", "prePublish": "10s"}}), "every must be at least 1m"),
         (json!({"rotation": {"prePublish": "soon"}}), "prePublish must be a Go duration"),
         (json!({"rotation": {"retain": "1d"}}), "retain must be a Go duration"),
+        (json!({"maxTokenLifetime": "forever"}), "maxTokenLifetime must be a Go duration"),
+        (json!({"maxTokenLifetime": "25h"}), "maxTokenLifetime must be between 1s and 24h"),
+        (json!({"maxTokenLifetime": "0s"}), "maxTokenLifetime must be between 1s and 24h"),
+        // The default retain (24h) cannot cover 23h tokens plus the default 1h prePublish.
+        (
+            json!({"maxTokenLifetime": "23h"}),
+            "rotation.retain must be at least maxTokenLifetime + rotation.prePublish + 1m",
+        ),
+        (json!({"rotation": {"retain": "0s"}}), "rotation.retain must be at least maxTokenLifetime"),
+        (
+            json!({"maxTokenLifetime": "10m", "rotation": {"every": "1h", "prePublish": "5m", "retain": "15m59s"}}),
+            "rotation.retain must be at least maxTokenLifetime",
+        ),
+        (
+            json!({"maxTokenLifetime": "1m", "rotation": {"every": "1m", "prePublish": "10s", "retain": "31m"}}),
+            "retain must be at most 30 times every",
+        ),
         (json!({"secretName": "Not_A_Name"}), "spec.secretName"),
         (json!({"revokedKeyIds": ["a", "a"]}), "spec.revokedKeyIds[1]: Duplicate value"),
     ];
     for (i, (spec, want)) in cases.into_iter().enumerate() {
         let message = refusal(api.create(&PostParams::default(), &object(&format!("bad-{i}"), spec.clone())).await);
         assert!(message.contains(want), "spec {spec}: message {message:?} lacks {want:?}");
+    }
+    // The bounds themselves are allowed.
+    for (i, spec) in [
+        json!({"maxTokenLifetime": "10m", "rotation": {"every": "1h", "prePublish": "5m", "retain": "16m"}}),
+        json!({"maxTokenLifetime": "1m", "rotation": {"every": "1m", "prePublish": "10s", "retain": "30m"}}),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        api.create(&PostParams::default(), &object(&format!("edge-{i}"), spec.clone()))
+            .await
+            .unwrap_or_else(|e| panic!("spec {spec} is valid: {e}"));
     }
 }
 

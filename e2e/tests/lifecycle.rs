@@ -50,7 +50,8 @@ async fn scheduled_rotation_survives_a_crash_and_a_lost_status() {
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
     let sk: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "sigil.dev/v1alpha1", "kind": "SigningKey", "metadata": {"name": "sched"},
-        "spec": {"algorithm": "EdDSA", "rotation": {"every": "1m", "prePublish": "20s", "retain": "10s"}},
+        "spec": {"algorithm": "EdDSA", "maxTokenLifetime": "1s",
+                 "rotation": {"every": "1m", "prePublish": "20s", "retain": "81s"}},
     }))
     .expect("SigningKey");
     keys.create(&PostParams::default(), &sk).await.expect("create");
@@ -104,7 +105,7 @@ async fn scheduled_rotation_survives_a_crash_and_a_lost_status() {
     assert_eq!(old["state"], "Retired");
     assert_eq!(time(&old["activatedAt"]), activated1, "the old key's history survived the lost status");
     let remove_at = time(&old["removeAt"]);
-    assert_eq!(remove_at, time(&old["retiredAt"]) + Duration::from_secs(10));
+    assert_eq!(remove_at, time(&old["retiredAt"]) + Duration::from_secs(81));
 
     // Each key has its own events: a second KeyGenerated is not merged into
     // the first one's series (which would keep showing the first key's id).
@@ -123,7 +124,7 @@ async fn scheduled_rotation_survives_a_crash_and_a_lost_status() {
     assert_eq!(notes.len(), 2, "{notes:?}");
 
     // The retired key leaves the JWKS once retain has passed, not before.
-    eventually("the retired key's removal", Duration::from_secs(60), || async {
+    eventually("the retired key's removal", Duration::from_secs(120), || async {
         let cm = config_maps.get(&contract::default_jwks_config_map_name("sched")).await.ok()?;
         (!published(&cm).contains(&kid1)).then_some(())
     })

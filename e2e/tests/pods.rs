@@ -178,14 +178,15 @@ const TOKEN_TTL: u64 = 60;
 const PRE_PUBLISH: u64 = 120;
 /// A retired key must stay published until every token it signed expired:
 /// the issuer may sign with it until the kubelet delivers the new Secret
-/// (up to the propagation delay after activation), and such a token lives
-/// TOKEN_TTL; 30 s more of leeway.
-const RETAIN: u64 = 90 + TOKEN_TTL + 30;
+/// (up to PRE_PUBLISH after activation), and such a token lives TOKEN_TTL;
+/// 1m more of clock skew. The CRD refuses anything shorter.
+const RETAIN: u64 = PRE_PUBLISH + TOKEN_TTL + 60;
 
 fn rotation_signing_key() -> String {
     let mut key: Value = serde_yaml::from_str(&read("examples/signingkey.yaml")).expect("example SigningKey");
     key["spec"]["algorithm"] = json!("ES256");
     key["spec"].as_object_mut().expect("spec").remove("keySize");
+    key["spec"]["maxTokenLifetime"] = json!(format!("{TOKEN_TTL}s"));
     key["spec"]["rotation"] =
         json!({"every": "720h", "prePublish": format!("{PRE_PUBLISH}s"), "retain": format!("{RETAIN}s")});
     serde_yaml::to_string(&key).expect("YAML")

@@ -13,7 +13,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{CustomResourceExt, ResourceExt};
 use serde_json::json;
-use sigil_api::contract::{self, SecretKeys};
+use sigil_api::contract::{self, Lifecycle, SecretKeys};
 use sigil_api::jwk::JwkSet;
 use sigil_api::signing_key::{KeyState, SigningKey};
 use sigil_e2e::{ControlPlane, eventually};
@@ -33,6 +33,8 @@ impl Operator {
         let child = Command::new(env!("CARGO_BIN_EXE_sigil-operator"))
             .args(["--namespace", NS, "--lease-namespace", NS, "--identity", identity, "--log-format", "text"])
             .args(["--admin-listen", &admin.to_string()])
+            // These SigningKeys pre-publish for seconds: no kubelet delivers their JWKS here.
+            .args(["--min-pre-publish", "1s"])
             .env("KUBECONFIG", &cluster.kubeconfig)
             .env("RUST_LOG", "info,kube=warn")
             .stdout(Stdio::null())
@@ -79,6 +81,7 @@ struct Observed {
     next: Option<String>,
     published: Vec<String>,
     records: Vec<sigil_api::signing_key::KeyStatus>,
+    rotate_handled: Option<String>,
 }
 
 async fn observe(secrets: &Api<Secret>, config_maps: &Api<ConfigMap>, name: &str) -> Option<Observed> {
@@ -95,9 +98,10 @@ async fn observe(secrets: &Api<Secret>, config_maps: &Api<ConfigMap>, name: &str
             assert_eq!(jwk, key.public_jwk(), "published JWK differs from the Secret's key");
         }
     }
-    let records =
-        contract::parse_key_records(config_map.metadata.annotations.as_ref()?.get(contract::ANNOTATION_KEYS)?).ok()?;
+    let lifecycle = Lifecycle::parse(&secret.data.as_ref()?.get(contract::LIFECYCLE)?.0).expect("lifecycle.json");
+    let records = lifecycle.keys.iter().map(|r| r.status.clone()).collect();
     Some(Observed {
+        rotate_handled: lifecycle.rotate_handled,
         active: keys.active.kid().to_owned(),
         next: keys.next.as_ref().map(|k| k.kid().to_owned()),
         published: parsed.keys.into_iter().map(|k| k.kid).collect(),
@@ -143,8 +147,10 @@ async fn operator_against_a_real_api_server() {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), NS);
 
-    // --- Creation: Ready, and the Secret and ConfigMap agree.
-    let spec = json!({"algorithm": "ES256", "rotation": {"every": "1h", "prePublish": "5s", "retain": "8s"}});
+    // --- Creation: Ready, and the Secret and ConfigMap agree. Tokens live 1s,
+    // so retain needs 1s + prePublish + 1m of clock skew.
+    let spec = json!({"algorithm": "ES256", "maxTokenLifetime": "1s",
+                      "rotation": {"every": "1h", "prePublish": "5s", "retain": "66s"}});
     signing_keys.create(&PostParams::default(), &signing_key("api", spec)).await.expect("create SigningKey");
     let sk = eventually("SigningKey api to be Ready", Duration::from_secs(30), || async {
         let sk = signing_keys.get("api").await.ok()?;
@@ -156,7 +162,15 @@ async fn operator_against_a_real_api_server() {
     assert_eq!(status.active_key_id.as_deref(), Some(first.active.as_str()));
     assert_eq!(first.published, vec![first.active.clone()]);
     assert_eq!(first.next, None);
-    assert_eq!(status.keys, first.records, "status and the ConfigMap annotation hold the same records");
+    assert_eq!(status.keys, first.records, "status shows the records the Secret holds");
+    assert!(first.config_map.metadata.annotations.is_none(), "the ConfigMap holds no state");
+    let timings = status.conditions.iter().find(|c| c.type_ == "TimingsEnforced").expect("TimingsEnforced");
+    assert_eq!(
+        (timings.status.as_str(), timings.reason.as_str()),
+        ("False", "FloorLowered"),
+        "--min-pre-publish 1s is reported"
+    );
+    assert_eq!(first.secret.data.as_ref().expect("data")[contract::MAX_TOKEN_LIFETIME].0, b"1s");
     for meta in [&first.secret.metadata, &first.config_map.metadata] {
         let owner = &meta.owner_references.as_ref().expect("owner")[0];
         assert_eq!((owner.uid.as_str(), owner.controller), (sk.uid().expect("uid").as_str(), Some(true)));
@@ -172,7 +186,26 @@ async fn operator_against_a_real_api_server() {
     assert_eq!(again.secret.resource_version(), first.secret.resource_version(), "the Secret was rewritten");
     assert_eq!(again.config_map.resource_version(), first.config_map.resource_version(), "the ConfigMap was rewritten");
 
-    // --- Manual rotation: pre-published for 5s, then active, then the old key retires and leaves after 8s.
+    // --- A key planted in the ConfigMap (anyone with the edit role can) is removed and reported.
+    let planted = sigil_api::PrivateKey::generate(sigil_api::Algorithm::ES256, None).expect("key");
+    let mut set: JwkSet =
+        serde_json::from_str(&first.config_map.data.as_ref().expect("data")[contract::JWKS]).expect("set");
+    set.keys.push(planted.public_jwk().clone());
+    let patch = json!({"data": {contract::JWKS: set.to_json()}});
+    config_maps.patch("api-jwks", &PatchParams::default(), &Patch::Merge(&patch)).await.expect("plant a key");
+    eventually("the planted key to be removed", Duration::from_secs(15), || async {
+        let o = observe(&secrets, &config_maps, "api").await?;
+        (o.published == vec![first.active.clone()]).then_some(())
+    })
+    .await;
+    let events: Api<Event> = Api::namespaced(client.clone(), NS);
+    eventually("an UnknownKeyRemoved warning", Duration::from_secs(10), || async {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        list.items.iter().any(|e| e.reason.as_deref() == Some("UnknownKeyRemoved")).then_some(())
+    })
+    .await;
+
+    // --- Manual rotation: pre-published for 5s, then active, then the old key retires and leaves after 66s.
     let patch = json!({"metadata": {"annotations": {contract::ANNOTATION_ROTATE: "1"}}});
     signing_keys.patch("api", &PatchParams::default(), &Patch::Merge(&patch)).await.expect("annotate");
     let rotating = eventually("the next key to be published", Duration::from_secs(15), || async {
@@ -191,11 +224,8 @@ async fn operator_against_a_real_api_server() {
     .await;
     assert!(published_at.elapsed() >= Duration::from_secs(3), "activated too soon after publication");
     assert!(rotated.published.contains(&first.active), "the retired key stays published");
-    let handled = rotated.config_map.metadata.annotations.as_ref().expect("annotations")
-        [contract::ANNOTATION_ROTATE_HANDLED]
-        .clone();
-    assert_eq!(handled, "1");
-    eventually("the retired key to be removed", Duration::from_secs(20), || async {
+    assert_eq!(rotated.rotate_handled.as_deref(), Some("1"));
+    eventually("the retired key to be removed", Duration::from_secs(90), || async {
         let o = observe(&secrets, &config_maps, "api").await?;
         (o.published == vec![second.clone()]).then_some(())
     })
@@ -210,7 +240,6 @@ async fn operator_against_a_real_api_server() {
     })
     .await;
     assert_eq!(replaced.published, vec![replaced.active.clone()]);
-    let events: Api<Event> = Api::namespaced(client.clone(), NS);
     eventually("a KeyRevoked warning", Duration::from_secs(10), || async {
         let list = events.list(&ListParams::default()).await.ok()?;
         list.items

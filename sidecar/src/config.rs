@@ -243,6 +243,13 @@ impl Args {
         if self.jwks_min_refresh.is_zero() {
             return bad("--jwks-min-refresh must be more than zero".into());
         }
+        if self.leeway > sigil_core::MAX_LEEWAY {
+            // A SigningKey's retain budgets for this much skew and no more.
+            return bad(format!(
+                "--leeway must be at most {}: keys are retained for tokens' lifetime plus that much clock skew",
+                sigil_core::duration::format(sigil_core::MAX_LEEWAY)
+            ));
+        }
         if self.issuer.is_empty() {
             return bad("--issuer must not be empty".into());
         }
@@ -431,6 +438,7 @@ mod tests {
             (&["--jwks-url", "http://127.0.0.1/j", "--jwks-ca-file", "/ca.pem"][..], "needs an https"),
             (&["--jwks-file", "/k", "--jwks-min-refresh", "10m"][..], "must not exceed"),
             (&["--jwks-file", "/k", "--leeway", "soon"][..], "invalid duration"),
+            (&["--jwks-file", "/k", "--leeway", "61s"][..], "--leeway must be at most 1m"),
             (&["--jwks-file", "/k", "--public-path", "healthz"][..], "starts with '/'"),
             (&["--jwks-file", "/k", "--public-path", "/a/../.."][..], "above the root"),
             (&["--jwks-file", "/k", "--public-path", "/admin", "--require-scope", "/admin/=a"][..], "both"),

@@ -68,6 +68,31 @@ impl Stack {
 
     /// As [`Stack::start`], with chosen ports where given.
     pub async fn start_on(cp: &ControlPlane, namespace: &str, name: &str, spec: Value, ports: Ports) -> Stack {
+        Self::start_with(cp, namespace, name, spec, ports, Duration::ZERO).await
+    }
+
+    /// As [`Stack::start`], with the sidecar reading its own copy of the JWKS
+    /// that lags the ConfigMap by `sidecar_jwks_lag` (the issuer's copy does
+    /// not: it signs with a new key as soon as it may, the worst case for a
+    /// lagging verifier).
+    pub async fn start_lagging(
+        cp: &ControlPlane,
+        namespace: &str,
+        name: &str,
+        spec: Value,
+        sidecar_jwks_lag: Duration,
+    ) -> Stack {
+        Self::start_with(cp, namespace, name, spec, Ports::default(), sidecar_jwks_lag).await
+    }
+
+    async fn start_with(
+        cp: &ControlPlane,
+        namespace: &str,
+        name: &str,
+        spec: Value,
+        ports: Ports,
+        sidecar_jwks_lag: Duration,
+    ) -> Stack {
         let dir = cp.dir.join("stacks").join(format!("{namespace}-{name}"));
         let logs = dir.join("logs");
         std::fs::create_dir_all(&logs).expect("stack dir");
@@ -89,12 +114,20 @@ impl Stack {
         let secret_name = sigil_api::contract::default_secret_name(name);
         let cm_name = sigil_api::contract::default_jwks_config_map_name(name);
         let ns = namespace.to_owned();
-        let mounts = vec![
+        let sidecar_jwks_dir = if sidecar_jwks_lag.is_zero() { jwks_dir.clone() } else { dir.join("sidecar-jwks") };
+        let jwks_source = Source::ConfigMap { namespace: ns.clone(), name: cm_name };
+        let mut mounts = vec![
             mount::spawn(client.clone(), Source::Secret { namespace: ns.clone(), name: secret_name }, key_dir.clone()),
-            mount::spawn(client.clone(), Source::ConfigMap { namespace: ns, name: cm_name }, jwks_dir.clone()),
+            mount::spawn(client.clone(), jwks_source.clone(), jwks_dir.clone()),
         ];
-        eventually("the mounted volumes", Duration::from_secs(30), || {
-            let ready = key_dir.join("kid").exists() && jwks_dir.join("jwks.json").exists();
+        if !sidecar_jwks_lag.is_zero() {
+            mounts.push(mount::spawn_lagging(client.clone(), jwks_source, sidecar_jwks_dir.clone(), sidecar_jwks_lag));
+        }
+        let wait = Duration::from_secs(30) + sidecar_jwks_lag;
+        eventually("the mounted volumes", wait, || {
+            let ready = key_dir.join("kid").exists()
+                && jwks_dir.join("jwks.json").exists()
+                && sidecar_jwks_dir.join("jwks.json").exists();
             async move { ready.then_some(()) }
         })
         .await;
@@ -133,7 +166,7 @@ impl Stack {
                 ("--listen", format!("127.0.0.1:{sidecar_port}")),
                 ("--admin-listen", format!("127.0.0.1:{sidecar_admin_port}")),
                 ("--upstream", format!("http://127.0.0.1:{app_port}")),
-                ("--jwks-file", jwks_dir.join("jwks.json").display().to_string()),
+                ("--jwks-file", sidecar_jwks_dir.join("jwks.json").display().to_string()),
                 ("--issuer", issuer_url.clone()),
                 ("--audience", AUDIENCE.to_owned()),
                 ("--public-path", "/public".to_owned()),

@@ -1,13 +1,15 @@
 //! The whole flow, as a pod would see it: the operator keeps the keys, the
 //! kubelet (our mirror) swaps the mounted files, the issuer signs and the
 //! sidecar verifies, through a rotation, the retirement and removal of the
-//! old key, and a revocation.
+//! old key, and a revocation; and rotations under load while the sidecar's
+//! copy of the JWKS lags as a kubelet's does.
 
 use std::time::Duration;
 
 use kube::Api;
 use kube::api::{DynamicObject, Patch, PatchParams};
 use serde_json::json;
+use sigil_e2e::pods::{Traffic, Urls};
 use sigil_e2e::stack::{self, Stack};
 use sigil_e2e::{ControlPlane, eventually};
 
@@ -98,4 +100,78 @@ async fn tokens_survive_rotation_and_die_with_their_key() {
     assert_eq!(stack.call("/hello", Some(&third)).await.status, 200);
     assert!(!stack.published_kids(&client).await.contains(&kid2), "a revoked key is never published");
     stack.assert_running();
+}
+
+/// How late the lagging stand-in delivers the JWKS to the sidecar: as late as
+/// a kubelet on its default one-minute sync loop.
+const LAG: Duration = Duration::from_secs(60);
+
+/// The no-failed-request promise when a verifier's copy of the JWKS lags the
+/// ConfigMap as a kubelet's does, while the issuer's copy does not (it signs
+/// with a new key as early as it may). Continuous traffic through three
+/// rotations with prePublish above the lag fails nothing. The control: one
+/// rotation with prePublish below the lag fails requests, so the stand-in
+/// really lags, and that is why the operator refuses such a prePublish
+/// unless a test lowers its floor.
+#[tokio::test]
+async fn rotation_under_a_lagging_jwks_mount_fails_no_request() {
+    let cp = ControlPlane::shared();
+    let ns = cp.namespace("lag");
+    let client = cp.client().await;
+    let spec = json!({"algorithm": "ES256", "maxTokenLifetime": "20s",
+                      "rotation": {"every": "1h", "prePublish": "70s", "retain": "150s"}});
+    let stack = Stack::start_lagging(cp, &ns, "lag", spec, LAG).await;
+    let keys: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &stack::signing_key_resource());
+    let urls = Urls { issuer: stack.issuer_url.clone(), app: stack.sidecar_url.clone() };
+    let active = || async {
+        let sk = keys.get("lag").await.ok()?;
+        sk.data["status"]["activeKeyId"].as_str().map(str::to_owned)
+    };
+    let rotate = |value: String| {
+        let keys = keys.clone();
+        async move {
+            let patch = json!({"metadata": {"annotations": {"sigil.dev/rotate": value}}});
+            keys.patch("lag", &PatchParams::default(), &Patch::Merge(patch)).await.expect("annotate");
+        }
+    };
+    // Activation, then tokens carrying the new key (the issuer's copy is instant).
+    let rotated = |before: String| {
+        let urls = urls.clone();
+        async move {
+            let after = eventually("activation", Duration::from_secs(150), || async {
+                active().await.filter(|k| *k != before)
+            })
+            .await;
+            eventually("tokens signed by the new key", Duration::from_secs(60), || async {
+                urls.token().await.ok().filter(|t| t.kid == after).map(|_| ())
+            })
+            .await;
+            after
+        }
+    };
+
+    let traffic = Traffic::start(&urls);
+    let mut kid = active().await.expect("an active key");
+    for round in 1..=3 {
+        rotate(format!("r{round}")).await;
+        kid = rotated(kid).await;
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let report = traffic.stop().await;
+    println!("lagging mount: {} tokens, {} calls, keys {:?}", report.tokens, report.calls, report.kids);
+    assert!(report.failures.is_empty(), "failed requests with prePublish > lag:\n{:#?}", report.failures);
+    assert!(report.kids.len() >= 4, "tokens were signed by all four keys: {:?}", report.kids);
+    assert!(report.calls > 200, "the traffic really ran: {report:?}");
+
+    // The control: prePublish below the lag (allowed here only because this
+    // operator runs with a lowered floor).
+    let patch = json!({"spec": {"rotation": {"prePublish": "5s"}}});
+    keys.patch("lag", &PatchParams::default(), &Patch::Merge(patch)).await.expect("shorten prePublish");
+    let traffic = Traffic::start(&urls);
+    rotate("too-early".to_owned()).await;
+    let new = rotated(kid).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let report = traffic.stop().await;
+    let refused = report.failures.iter().filter(|f| f.kid.as_deref() == Some(new.as_str()) && f.why.contains("401"));
+    assert!(refused.count() > 0, "a key signing before the lagging copy has it must fail: {report:?}");
 }

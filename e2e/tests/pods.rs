@@ -204,6 +204,15 @@ fn status(cp: &ControlPlane) -> Value {
     serde_json::from_str::<Value>(&sk).expect("SigningKey")["status"].clone()
 }
 
+/// The name of the Secret the operator keeps the SigningKey's keys in.
+fn status_secret_name(cp: &ControlPlane) -> String {
+    let selector = "sigil.dev/signing-key=api";
+    let name =
+        cp.kubectl_ok(&["get", "secret", "-l", selector, "-n", NAMESPACE, "-o", "jsonpath={.items[0].metadata.name}"]);
+    assert!(!name.trim().is_empty(), "no Secret labelled {selector}");
+    name.trim().to_owned()
+}
+
 fn force_delete_one(cp: &ControlPlane, component: &str) -> (String, f64) {
     let pods = cp.pods(NAMESPACE, &format!("app.kubernetes.io/component={component}"));
     let pod = pods[0]["metadata"]["name"].as_str().expect("pod name").to_owned();
@@ -229,7 +238,8 @@ async fn propagation(demo: &Demo, kid: &str, changed_at: f64) -> (f64, f64) {
 }
 
 /// The README's promise under load on a real kubelet: three rotations, the
-/// operator and an issuer pod force-deleted mid-rotation, and a revocation,
+/// operator and an issuer pod force-deleted mid-rotation, the Secret deleted,
+/// and a revocation,
 /// while tokens are issued and used continuously. Nothing may fail except
 /// tokens of the revoked key and, allowed by design, token requests that
 /// were routed to the force-deleted issuer pod before its endpoint went.
@@ -252,24 +262,33 @@ async fn rotation_under_load_with_the_kubelets_real_delay_fails_no_request() {
     let mut deleted_issuer_at = None;
     let mut kids = vec![status(cp)["activeKeyId"].as_str().expect("an active key").to_owned()];
 
-    for rotation in 1..=3 {
+    // Three manual rotations, then a fourth forced by deleting the Secret:
+    // its keys stay published and the replacement is pre-published (the
+    // issuer keeps signing with the key it holds meanwhile).
+    for rotation in 1..=4 {
         let before = kids.last().expect("active").clone();
-        cp.kubectl_ok(&[
-            "annotate",
-            "signingkey",
-            "api",
-            "-n",
-            NAMESPACE,
-            &format!("sigil.dev/rotate=r{rotation}"),
-            "--overwrite",
-        ]);
+        let mut event = None;
+        if rotation == 4 {
+            let secret = status_secret_name(cp);
+            cp.kubectl_ok(&["delete", "secret", &secret, "-n", NAMESPACE]);
+            event = Some(format!("Secret {secret} deleted"));
+        } else {
+            cp.kubectl_ok(&[
+                "annotate",
+                "signingkey",
+                "api",
+                "-n",
+                NAMESPACE,
+                &format!("sigil.dev/rotate=r{rotation}"),
+                "--overwrite",
+            ]);
+        }
         let (next, published_at) = eventually("the next key in the ConfigMap", Duration::from_secs(30), || async {
             demo.published_kids().into_iter().find(|k| !kids.contains(k)).map(|k| (k, now()))
         })
         .await;
-        let mut event = None;
         let propagate = propagation(&demo, &next, published_at);
-        let (issuer_delay, sidecar_delay) = if rotation == 1 {
+        let (issuer_delay, sidecar_delay) = if rotation == 1 || rotation == 4 {
             propagate.await
         } else {
             // Mid pre-publish: the operator (rotation 2) or an issuer pod
@@ -389,7 +408,7 @@ async fn rotation_under_load_with_the_kubelets_real_delay_fails_no_request() {
     .expect("write report");
     assert!(unexplained.is_empty(), "failed requests the design does not allow:\n{unexplained:#?}");
     assert!(report.tokens > 100 && report.calls > 200, "the traffic really ran: {report:?}");
-    assert!(report.kids.len() >= 4, "tokens were signed by all four keys: {:?}", report.kids);
+    assert!(report.kids.len() >= 5, "tokens were signed by all five keys: {:?}", report.kids);
 }
 
 // ---------------------------------------------------------------------------

@@ -1,22 +1,10 @@
-//! `sigil-operator`: reconciles SigningKeys into a private-key Secret and a
-//! JWKS ConfigMap and rotates their keys. See `decide` for the lifecycle.
-
-mod config;
-mod controller;
-mod decide;
-mod error;
-#[cfg(test)]
-mod fixtures;
-mod leader;
-mod metrics;
-mod observe;
-mod reconcile;
+//! `sigil-operator`: flags, logging and the admin port, then the controller.
 
 use std::process::ExitCode;
 
 use clap::Parser;
-
-use crate::config::{Command, Config};
+use sigil_operator::config::{Command, Config};
+use sigil_operator::controller;
 
 #[tokio::main]
 async fn main() -> ExitCode {

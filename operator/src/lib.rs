@@ -9,6 +9,7 @@ pub mod config;
 pub mod controller;
 mod decide;
 pub mod error;
+pub mod fence;
 #[cfg(test)]
 mod fixtures;
 pub mod leader;

@@ -1,0 +1,207 @@
+//! Failover in the middle of a rotation, with two operator processes against
+//! a real kube-apiserver and etcd: the leader is frozen (SIGSTOP: it can
+//! neither renew nor write), the standby takes the Lease over and finishes
+//! the rotation, and the old leader, woken up (SIGCONT), writes nothing more
+//! and exits non-zero. The key history stays whole: the pre-published key is
+//! the one activated, and the retired key stays published.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, ListParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use sigil_api::contract;
+use sigil_api::jwk::JwkSet;
+use sigil_api::signing_key::SigningKey;
+use sigil_e2e::{ControlPlane, eventually};
+
+/// An operator process with leader election in `namespace`, killed when dropped.
+struct Operator {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Operator {
+    fn start(cluster: &ControlPlane, namespace: &str, identity: &str) -> Operator {
+        let log = cluster.dir.join(format!("logs/operator-{namespace}-{identity}.log"));
+        let admin = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port");
+        let child = Command::new(env!("CARGO_BIN_EXE_sigil-operator"))
+            .args(["--namespace", namespace, "--lease-namespace", namespace, "--identity", identity])
+            .args(["--log-format", "text", "--admin-listen", &admin.to_string()])
+            .env("KUBECONFIG", &cluster.kubeconfig)
+            // Events name the replica that recorded them (reportingInstance).
+            .env("POD_NAME", identity)
+            .env("RUST_LOG", "info,kube=warn")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("start sigil-operator");
+        Operator { child, log }
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args([signal, &pid]).status().expect("kill").success(), "kill {signal}");
+    }
+
+    async fn exit_status(&mut self, limit: Duration) -> ExitStatus {
+        let child = &mut self.child;
+        eventually("the old leader to exit", limit, || std::future::ready(child.try_wait().expect("wait"))).await
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        // SIGKILL also ends a stopped process.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The keys as readers see them: the Secret's `kid` and `next.kid`, the kids
+/// of the published JWKS, and the versions of the objects.
+#[derive(Debug)]
+struct Keys {
+    active: Option<String>,
+    next: Option<String>,
+    published: BTreeSet<String>,
+    secret_version: Option<String>,
+    config_map_version: Option<String>,
+}
+
+async fn keys(secrets: &Api<Secret>, config_maps: &Api<ConfigMap>) -> Option<Keys> {
+    let secret = secrets.get_opt(&contract::default_secret_name("api")).await.ok()??;
+    let config_map = config_maps.get_opt(&contract::default_jwks_config_map_name("api")).await.ok()??;
+    let data = secret.data.clone().unwrap_or_default();
+    let text = |k: &str| data.get(k).map(|v| String::from_utf8_lossy(&v.0).into_owned());
+    let jwks = config_map.data.as_ref()?.get(contract::JWKS)?;
+    let set = JwkSet::parse(jwks.as_bytes()).expect("the JWKS parses");
+    Some(Keys {
+        active: text(contract::KID),
+        next: text(contract::NEXT_KID),
+        published: set.keys.into_iter().map(|k| k.kid).collect(),
+        secret_version: secret.resource_version(),
+        config_map_version: config_map.resource_version(),
+    })
+}
+
+async fn holder(leases: &Api<Lease>) -> Option<String> {
+    leases.get_opt("sigil-operator").await.ok()??.spec?.holder_identity
+}
+
+/// (reporting instance, reason, note, when) of every Event in the namespace.
+async fn events(client: &Client, ns: &str) -> Vec<(String, String, String, Timestamp)> {
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    let list = events.list(&ListParams::default()).await.expect("events");
+    list.items
+        .into_iter()
+        .map(|e| {
+            let last = e.series.as_ref().map(|s| s.last_observed_time.0).or(e.event_time.as_ref().map(|t| t.0));
+            (
+                e.reporting_instance.unwrap_or_default(),
+                e.reason.unwrap_or_default(),
+                e.note.unwrap_or_default(),
+                last.unwrap_or(Timestamp::UNIX_EPOCH),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_leader_writes_nothing_after_another_replica_took_over() {
+    let cluster = ControlPlane::shared();
+    let client = cluster.client().await;
+    let ns = cluster.namespace("fencing");
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let signing_keys: Api<SigningKey> = Api::namespaced(client.clone(), &ns);
+
+    let mut old = Operator::start(cluster, &ns, "a");
+    eventually("replica a to lead", Duration::from_secs(30), || async {
+        (holder(&leases).await.as_deref() == Some("a")).then_some(())
+    })
+    .await;
+    let new = Operator::start(cluster, &ns, "b");
+
+    // Rotates a minute after creation: the next key is generated at 30s and
+    // published for 30s before it signs.
+    let spec = json!({"algorithm": "ES256", "rotation": {"every": "1m", "prePublish": "30s", "retain": "30s"}});
+    let mut sk = SigningKey::new("api", serde_json::from_value(spec).expect("spec"));
+    sk.metadata.namespace = Some(ns.clone());
+    signing_keys.create(&PostParams::default(), &sk).await.expect("create SigningKey");
+    let first = eventually("the first key to be active and published", Duration::from_secs(30), || async {
+        let k = keys(&secrets, &config_maps).await?;
+        k.active.clone().filter(|a| k.published.contains(a))
+    })
+    .await;
+
+    // Mid-rotation: the next key is stored and published, not yet signing.
+    let second = eventually("the next key to be published", Duration::from_secs(60), || async {
+        let k = keys(&secrets, &config_maps).await?;
+        k.next.clone().filter(|n| k.published.contains(n))
+    })
+    .await;
+    old.signal("-STOP");
+    let stopped_at = Timestamp::now();
+
+    eventually("replica b to take the lease over", Duration::from_secs(40), || async {
+        (holder(&leases).await.as_deref() == Some("b")).then_some(())
+    })
+    .await;
+    // The status is the last write of the reconcile that activates.
+    let finished = eventually("replica b to finish the rotation", Duration::from_secs(40), || async {
+        let k = keys(&secrets, &config_maps).await?;
+        let sk = signing_keys.get("api").await.ok()?;
+        let status_active = sk.status.as_ref()?.active_key_id.clone();
+        (k.active.as_ref() == Some(&second) && status_active.as_ref() == Some(&second)).then_some((k, sk))
+    })
+    .await;
+    let (before, sk_before) = finished;
+    assert_eq!(before.next, None, "{before:?}");
+    let want: BTreeSet<String> = [first.clone(), second.clone()].into();
+    assert_eq!(before.published, want, "the retired key stays published next to the active one");
+
+    // Woken after its deadline, the old leader must neither renew nor write.
+    // Replica b writes next when the retired key expires, 30s after it
+    // activated, well after these checks: any change now is the old leader's.
+    old.signal("-CONT");
+    let status = old.exit_status(Duration::from_secs(20)).await;
+    let log = old.log();
+    assert!(!status.success(), "a replica that lost its lease exits non-zero, got {status}\n{log}");
+    assert!(log.contains("lost the leader lease"), "{log}");
+
+    let after = keys(&secrets, &config_maps).await.expect("Secret and ConfigMap");
+    let sk_after = signing_keys.get("api").await.expect("SigningKey");
+    let context = format!("before {before:?}\nafter {after:?}\nold leader's log:\n{log}");
+    assert_eq!(after.secret_version, before.secret_version, "the Secret was written; {context}");
+    assert_eq!(after.config_map_version, before.config_map_version, "the ConfigMap was written; {context}");
+    assert_eq!(sk_after.resource_version(), sk_before.resource_version(), "the status was written; {context}");
+    let events = events(&client, &ns).await;
+    let late: Vec<_> = events.iter().filter(|(by, _, _, at)| by == "a" && *at > stopped_at).collect();
+    assert!(late.is_empty(), "events recorded by the frozen leader: {late:?}\n{log}");
+
+    // One key per rotation: nobody generated a key besides the two seen.
+    let generated: BTreeSet<&str> = events
+        .iter()
+        .filter(|(_, reason, _, _)| reason == "KeyGenerated")
+        .filter_map(|(_, _, note, _)| {
+            [&first, &second].into_iter().find(|k| note.contains(k.as_str())).map(|k| k.as_str())
+        })
+        .collect();
+    let all_generated = events.iter().filter(|(_, reason, _, _)| reason == "KeyGenerated").count();
+    assert_eq!((generated.len(), all_generated), (2, 2), "{events:?}");
+    assert_eq!(holder(&leases).await.as_deref(), Some("b"));
+    drop(new);
+}

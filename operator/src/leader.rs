@@ -86,13 +86,17 @@ impl Elector {
                 return Error::LeaseLost(format!("{} not renewed for {RENEW_DEADLINE:?}", self.config.name));
             }
             let started = Instant::now();
-            match self.try_acquire_or_renew().await {
-                Ok(true) => self.fence.extend(started + RENEW_DEADLINE),
-                Ok(false) => {
+            // A renewal hanging on a dead connection must not keep this loop
+            // from noticing the deadline (writes are refused meanwhile anyway).
+            let renewal = tokio::time::timeout(RENEW_DEADLINE, self.try_acquire_or_renew()).await;
+            match renewal {
+                Ok(Ok(true)) => self.fence.extend(started + RENEW_DEADLINE),
+                Ok(Ok(false)) => {
                     self.fence.close();
                     return Error::LeaseLost(format!("{} was taken by another replica", self.config.name));
                 }
-                Err(error) => warn!(%error, lease = %self.config.name, "lease renewal failed"),
+                Ok(Err(error)) => warn!(%error, lease = %self.config.name, "lease renewal failed"),
+                Err(_) => warn!(lease = %self.config.name, "lease renewal timed out"),
             }
         }
     }
@@ -328,6 +332,18 @@ mod tests {
         assert!(matches!(lost, Error::LeaseLost(_)), "{lost}");
         api.expect_silence().await;
         assert!(matches!(fence.check(), Err(Error::NotLeader)), "closed for good");
+    }
+
+    /// A renewal that never gets an answer does not keep the replica running
+    /// on a lease it can no longer vouch for.
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_renewal_ends_in_a_lost_lease() {
+        let (ctx, mut api) = fixtures::context();
+        let mut elector = acquired(&mut api, elector(&ctx)).await;
+        let holding = tokio::spawn(async move { elector.hold().await });
+        let _unanswered = api.expect("GET", LEASE).await;
+        let lost = tokio::time::timeout(Duration::from_secs(60), holding).await.expect("hold returns").expect("task");
+        assert!(matches!(lost, Error::LeaseLost(_)), "{lost}");
     }
 
     /// Another replica took the Lease: writes stop at once, not at the deadline.

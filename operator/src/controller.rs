@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
 use crate::config::LeaseConfig;
+use crate::fence::Fence;
 use crate::leader::Elector;
 use crate::metrics::{Metrics, StatusCollector};
 use crate::reconcile::{Context, error_policy, reconcile, wall_clock};
@@ -85,8 +86,16 @@ pub async fn run(opts: Options) -> Result<(), Fatal> {
     }
 
     let reporter = Reporter { controller: MANAGED_BY.to_owned(), instance: std::env::var("POD_NAME").ok() };
-    let recorder = Recorder::new(client.clone(), reporter);
-    let ctx = Arc::new(Context { recorder, client, metrics, now: wall_clock, limits: opts.limits });
+    let fence = elector.as_ref().map_or_else(Fence::open, Elector::fence);
+    let ctx = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), reporter),
+        client,
+        metrics,
+        now: wall_clock,
+        limits: opts.limits,
+        fence,
+        before_create: None,
+    });
     let (stop_controller, controller_stopped) = tokio::sync::oneshot::channel::<()>();
     let running = controller
         .graceful_shutdown_on(async {
@@ -113,7 +122,8 @@ pub async fn run(opts: Options) -> Result<(), Fatal> {
         error = lost => Err(Fatal::Lease(error)),
         () = &mut running => Ok(()),
     };
-    // Let in-flight reconciles finish their current write before giving up the lease.
+    // In-flight reconciles finish: on shutdown their writes go through before
+    // the Lease is released; after a lost Lease the fence refuses them.
     let _ = stop_controller.send(());
     running.await;
     if let Some(elector) = elector.as_mut()

@@ -17,6 +17,10 @@ pub enum Error {
     NoConvergence(usize),
     #[error("lost the leader lease {0}")]
     LeaseLost(String),
+    /// A write refused because this replica's leadership may have passed to
+    /// another (see `fence`).
+    #[error("write refused: this replica no longer holds the leader lease")]
+    NotLeader,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -33,6 +37,7 @@ impl Error {
             Error::MissingMetadata(_) => "missing_metadata",
             Error::NoConvergence(_) => "no_convergence",
             Error::LeaseLost(_) => "lease_lost",
+            Error::NotLeader => "not_leader",
         }
     }
 }

@@ -12,6 +12,7 @@ use kube::client::Body;
 use kube::runtime::events::{Recorder, Reporter};
 use serde_json::{Value, json};
 
+use crate::fence::Fence;
 use crate::metrics::Metrics;
 use crate::reconcile::Context;
 
@@ -37,6 +38,8 @@ pub fn context() -> (Arc<Context>, ApiServerVerifier) {
         metrics: Metrics::default(),
         now: fixed_clock,
         limits: crate::decide::Limits::default(),
+        fence: Fence::open(),
+        before_create: None,
     };
     (Arc::new(ctx), ApiServerVerifier(handle))
 }
@@ -80,6 +83,40 @@ impl Call {
         self.respond(StatusCode::OK, &object);
         object
     }
+
+    /// Answers a create like the API server: stored, its fields owned by the
+    /// creating manager's `Update` entry.
+    pub fn created(self, resource_version: &str) -> Value {
+        let mut object = self.body.clone();
+        object["metadata"]["resourceVersion"] = json!(resource_version);
+        object["metadata"]["uid"] = json!(format!("uid-{resource_version}"));
+        object["metadata"]["managedFields"] = json!([{
+            "manager": "sigil-operator", "operation": "Update", "apiVersion": "v1",
+            "time": "2026-11-01T00:00:00Z", "fieldsType": "FieldsV1", "fieldsV1": {"f:data": {}},
+        }]);
+        self.respond(StatusCode::CREATED, &object);
+        object
+    }
+
+    /// Answers a merge patch of `object`'s metadata: `object` with the patched
+    /// metadata fields and a new resourceVersion.
+    pub fn patched(self, mut object: Value, resource_version: &str) -> Value {
+        if let Some(fields) = self.body["metadata"].as_object() {
+            for (key, value) in fields {
+                object["metadata"][key] = value.clone();
+            }
+        }
+        object["metadata"]["resourceVersion"] = json!(resource_version);
+        self.respond(StatusCode::OK, &object);
+        object
+    }
+
+    /// Refuses a create: the name is taken.
+    pub fn already_exists(self) {
+        let body = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "AlreadyExists",
+                          "code": 409, "message": "already exists"});
+        self.respond(StatusCode::CONFLICT, &body);
+    }
 }
 
 pub struct ApiServerVerifier(Handle);
@@ -110,6 +147,26 @@ impl ApiServerVerifier {
         let call = self.expect("PATCH", path).await;
         assert!(call.query.contains("fieldManager=sigil-operator"), "{}", call.query);
         assert!(call.query.contains("force=true"), "{}", call.query);
+        call
+    }
+
+    /// A create (POST to the collection) by our field manager.
+    pub async fn expect_create(&mut self, collection: &str) -> Call {
+        let call = self.expect("POST", collection).await;
+        assert!(call.query.contains("fieldManager=sigil-operator"), "{}", call.query);
+        call
+    }
+
+    /// The patch that hands fields our create wrote to our apply manager,
+    /// conditional on `resource_version`.
+    pub async fn expect_adopt(&mut self, path: &str, resource_version: &str) -> Call {
+        let call = self.expect("PATCH", path).await;
+        assert!(!call.query.contains("force"), "a merge patch, not an apply: {}", call.query);
+        assert_eq!(call.body["metadata"]["resourceVersion"], resource_version, "{}", call.body);
+        let entries = call.body["metadata"]["managedFields"].as_array().expect("managedFields");
+        let ours: Vec<_> = entries.iter().filter(|e| e["manager"] == "sigil-operator").collect();
+        assert_eq!(ours.len(), 1, "{entries:?}");
+        assert_eq!(ours[0]["operation"], "Apply");
         call
     }
 

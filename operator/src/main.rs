@@ -1,22 +1,10 @@
-//! `sigil-operator`: reconciles SigningKeys into a private-key Secret and a
-//! JWKS ConfigMap and rotates their keys. See `decide` for the lifecycle.
-
-mod config;
-mod controller;
-mod decide;
-mod error;
-#[cfg(test)]
-mod fixtures;
-mod leader;
-mod metrics;
-mod observe;
-mod reconcile;
+//! `sigil-operator`: flags, logging and the admin port, then the controller.
 
 use std::process::ExitCode;
 
 use clap::Parser;
-
-use crate::config::{Command, Config};
+use sigil_operator::config::{Command, Config};
+use sigil_operator::controller;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -38,13 +26,13 @@ async fn main() -> ExitCode {
         Ok(listener) => listener,
         Err(e) => return fail(&format!("cannot listen on {}: {e}", config.admin_listen)),
     };
-    if config.min_pre_publish < decide::Limits::DEFAULT_MIN_PRE_PUBLISH {
+    if config.min_pre_publish < sigil_operator::Limits::DEFAULT_MIN_PRE_PUBLISH {
         tracing::warn!(
             min_pre_publish = %sigil_api::duration::format(config.min_pre_publish),
             "--min-pre-publish is below the kubelet's propagation delay: a test setting, reported on every SigningKey"
         );
     }
-    let limits = decide::Limits { min_pre_publish: config.min_pre_publish };
+    let limits = sigil_operator::Limits { min_pre_publish: config.min_pre_publish };
     let options = controller::Options { namespace: config.namespace, limits, lease, admin };
     match controller::run(options).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,13 +1,20 @@
 //! The I/O around [`decide`]: read the Secret and ConfigMap, ask for the next
-//! step, generate keys off the async runtime, apply the one write, feed the
+//! step, generate keys off the async runtime, send the one write, feed the
 //! result back in, and finally patch status and schedule the next transition.
+//!
+//! Writes never take over someone else's object: a new object is created
+//! (which fails if the name was taken since our read), a known one is applied
+//! with the resourceVersion we read as precondition. And every write first
+//! asks the leader [`Fence`], so a replica that lost its Lease stops writing.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::api::{Api, Patch, PatchParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Client, Resource, ResourceExt};
@@ -16,16 +23,20 @@ use serde::de::DeserializeOwned;
 use sigil_api::contract::FIELD_MANAGER;
 use sigil_api::keys::PrivateKey;
 use sigil_api::signing_key::SigningKey;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::decide::{self, Decision, Input, Limits, Plan, Write, reason};
 use crate::error::{Error, Result};
+use crate::fence::Fence;
 use crate::metrics::Metrics;
 use crate::observe::KeyKind;
 
 /// Steps one reconcile may take. Creation takes four writes and two key
 /// requests at most; more means two writers are fighting, so back off.
 const MAX_STEPS: usize = 12;
+
+/// Awaited just before each create, with the object's kind and name.
+pub type BeforeCreate = Arc<dyn Fn(&str, &str) -> BoxFuture<'static, ()> + Send + Sync>;
 
 /// Everything reconcile touches, in one place.
 pub struct Context {
@@ -36,6 +47,11 @@ pub struct Context {
     /// Kubernetes stores, so what we write compares equal to what we read back.
     pub now: fn() -> Timestamp,
     pub limits: Limits,
+    /// Whether this replica may write at all: it leads, or runs alone.
+    pub fence: Fence,
+    /// `None` in the operator. A test sets it to create the object itself
+    /// between reconcile's read and its create, as a racing writer would.
+    pub before_create: Option<BeforeCreate>,
 }
 
 pub fn wall_clock() -> Timestamp {
@@ -76,16 +92,30 @@ pub async fn reconcile(sk: Arc<SigningKey>, ctx: Arc<Context>) -> Result<Action>
         };
         let Plan { write, status, events, requeue_at } = plan;
         match write {
-            Some(Write::Secret(desired)) => {
-                secret = Some(apply(&secrets, desired, secret.as_ref()).await?);
-                fresh = None;
-            }
+            Some(Write::Secret(desired)) => match write_object(&ctx, &secrets, desired, secret.as_ref()).await? {
+                Written::Stored(written) => {
+                    secret = Some(written);
+                    fresh = None;
+                }
+                // Decide again on what is there now: someone else's Secret
+                // is reported as a conflict, never written to.
+                Written::NameTaken(found) => {
+                    secret = found;
+                    continue;
+                }
+            },
             Some(Write::ConfigMap(desired)) => {
-                config_map = Some(apply(&config_maps, desired, config_map.as_ref()).await?);
+                match write_object(&ctx, &config_maps, desired, config_map.as_ref()).await? {
+                    Written::Stored(written) => config_map = Some(written),
+                    Written::NameTaken(found) => {
+                        config_map = found;
+                        continue;
+                    }
+                }
             }
             None => {
                 if sk.status.as_ref() != Some(&status) {
-                    patch_status(&ctx.client, &sk, &namespace, &status).await?;
+                    patch_status(&ctx, &sk, &namespace, &status).await?;
                 }
                 publish(&ctx, &sk, &events).await;
                 let blocked = status.conditions.iter().find(|c| c.type_ == sigil_api::conditions::READY);
@@ -137,32 +167,147 @@ async fn generate(kind: KeyKind) -> Result<PrivateKey> {
     Ok(key)
 }
 
-/// Server-side apply of a complete desired object. When we read the object
-/// before, its resourceVersion is a precondition: the decision was made on
-/// exactly that version, so a concurrent change fails with 409 and we retry
-/// on fresh data instead of overwriting it.
-async fn apply<K>(api: &Api<K>, mut desired: K, observed: Option<&K>) -> Result<K>
+/// What became of a write.
+enum Written<K> {
+    /// The object as the API server stored it.
+    Stored(K),
+    /// A create found its name taken: someone created an object between our
+    /// read and our write. This is that object as read now (`None` if it went
+    /// again), never adopted.
+    NameTaken(Option<K>),
+}
+
+/// Sends the complete desired object: a create when we read nothing, else an
+/// apply conditional on the version we read.
+async fn write_object<K>(ctx: &Context, api: &Api<K>, desired: K, observed: Option<&K>) -> Result<Written<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+{
+    let Some(observed) = observed else { return create(ctx, api, desired).await };
+    let adopted = adopt_created_fields(ctx, api, observed).await?;
+    apply(ctx, api, desired, adopted.as_ref().unwrap_or(observed)).await.map(Written::Stored)
+}
+
+/// A create, not an apply, for an object we did not find: a forced apply
+/// would merge into an object someone made since our read and take it over,
+/// where a create fails with AlreadyExists.
+async fn create<K>(ctx: &Context, api: &Api<K>, desired: K) -> Result<Written<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+{
+    let name = desired.name_any();
+    if let Some(hook) = &ctx.before_create {
+        hook(&K::kind(&()), &name).await;
+    }
+    ctx.fence.check()?;
+    let params = PostParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..PostParams::default() };
+    match api.create(&params, &desired).await {
+        Ok(created) => Ok(Written::Stored(created)),
+        Err(kube::Error::Api(status)) if status.is_already_exists() => {
+            warn!(kind = %K::kind(&()), name, "the name was taken between our read and our create; reading it again");
+            Ok(Written::NameTaken(api.get_opt(&name).await?))
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Server-side apply of a complete desired object, on the version we read as
+/// precondition: the decision was made on exactly that version, so a
+/// concurrent change fails with 409 and we retry on fresh data instead of
+/// overwriting it.
+async fn apply<K>(ctx: &Context, api: &Api<K>, mut desired: K, observed: &K) -> Result<K>
 where
     K: Resource + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
 {
     let name = desired.name_any();
-    desired.meta_mut().resource_version = observed.and_then(|o| o.resource_version());
+    desired.meta_mut().resource_version = observed.resource_version();
     let params = PatchParams::apply(FIELD_MANAGER).force();
+    ctx.fence.check()?;
     Ok(api.patch(&name, &params, &Patch::Apply(&desired)).await?)
 }
 
+/// The fields a create wrote belong to our manager's `Update` entry in
+/// managedFields, and server-side apply only removes fields that its own
+/// `Apply` entry owns: left alone, no apply could ever remove what a create
+/// wrote (`next.pem` once that key is activated). So before the first apply
+/// they move to our `Apply` entry, in a patch conditional on the version we
+/// read (kubectl's csaupgrade does the same for client-side apply). `None`:
+/// nothing to move.
+async fn adopt_created_fields<K>(ctx: &Context, api: &Api<K>, observed: &K) -> Result<Option<K>>
+where
+    K: Resource + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+{
+    let entries = observed.meta().managed_fields.as_deref().unwrap_or_default();
+    let Some(entries) = created_fields_applied(entries) else { return Ok(None) };
+    let patch = serde_json::json!({
+        "metadata": {"resourceVersion": observed.resource_version(), "managedFields": entries},
+    });
+    let params = PatchParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..PatchParams::default() };
+    ctx.fence.check()?;
+    Ok(Some(api.patch(&observed.name_any(), &params, &Patch::Merge(&patch)).await?))
+}
+
+/// `entries` with our manager's `Update` entries folded into its `Apply`
+/// entry, or `None` when it has no `Update` entry. Other managers' entries
+/// and subresources (status) are left as they are.
+fn created_fields_applied(entries: &[ManagedFieldsEntry]) -> Option<Vec<ManagedFieldsEntry>> {
+    let ours = |e: &ManagedFieldsEntry, operation: &str| {
+        e.manager.as_deref() == Some(FIELD_MANAGER)
+            && e.operation.as_deref() == Some(operation)
+            && e.subresource.as_deref().is_none_or(str::is_empty)
+    };
+    if !entries.iter().any(|e| ours(e, "Update")) {
+        return None;
+    }
+    let mut kept = Vec::with_capacity(entries.len());
+    let mut applied: Option<ManagedFieldsEntry> = None;
+    for entry in entries {
+        if !ours(entry, "Update") && !ours(entry, "Apply") {
+            kept.push(entry.clone());
+            continue;
+        }
+        match applied.as_mut() {
+            None => applied = Some(ManagedFieldsEntry { operation: Some("Apply".to_owned()), ..entry.clone() }),
+            Some(into) => {
+                if let (Some(into), Some(from)) = (into.fields_v1.as_mut(), entry.fields_v1.as_ref()) {
+                    union_fields(&mut into.0, &from.0);
+                } else if into.fields_v1.is_none() {
+                    into.fields_v1 = entry.fields_v1.clone();
+                }
+                into.time = into.time.clone().max(entry.time.clone());
+            }
+        }
+    }
+    kept.extend(applied);
+    Some(kept)
+}
+
+/// Adds the field set `from` to `into` (FieldsV1 is a trie of JSON objects).
+fn union_fields(into: &mut serde_json::Value, from: &serde_json::Value) {
+    let (serde_json::Value::Object(into), serde_json::Value::Object(from)) = (into, from) else { return };
+    for (key, value) in from {
+        match into.get_mut(key) {
+            Some(existing) => union_fields(existing, value),
+            None => {
+                into.insert(key.clone(), value.clone());
+            }
+        }
+    }
+}
+
 async fn patch_status(
-    client: &Client,
+    ctx: &Context,
     sk: &SigningKey,
     namespace: &str,
     status: &sigil_api::signing_key::SigningKeyStatus,
 ) -> Result<()> {
-    let api: Api<SigningKey> = Api::namespaced(client.clone(), namespace);
+    let api: Api<SigningKey> = Api::namespaced(ctx.client.clone(), namespace);
     let body = serde_json::json!({
         "apiVersion": SigningKey::api_version(&()),
         "kind": SigningKey::kind(&()),
         "status": status,
     });
+    ctx.fence.check()?;
     api.patch_status(&sk.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body)).await?;
     Ok(())
 }
@@ -186,6 +331,11 @@ async fn publish(ctx: &Context, sk: &SigningKey, events: &[decide::Event]) {
             action: e.key_id.as_ref().map_or_else(|| "Reconcile".to_owned(), |kid| format!("Reconcile/{kid}")),
             secondary: None,
         };
+        // An event is a write too: a replica that no longer leads stays silent.
+        if let Err(error) = ctx.fence.check() {
+            debug!(%error, reason = e.reason, "event not recorded");
+            continue;
+        }
         if let Err(error) = ctx.recorder.publish(&event, &reference).await {
             warn!(%error, reason = e.reason, "could not record event");
         }

@@ -152,8 +152,12 @@ pub struct Rotation {
     /// deliver a changed ConfigMap to a pod (`--min-pre-publish`, default `2m`).
     #[serde(default = "default_pre_publish")]
     #[schemars(length(max = 32))]
-    #[x_kube(validation = Rule::new(concat!("self.matches('", sigil_core::duration_pattern!(), "')"))
-        .message("prePublish must be a Go duration such as 1h, 10m or 30s"))]
+    #[x_kube(
+        validation = Rule::new(concat!("self.matches('", sigil_core::duration_pattern!(), "')"))
+            .message("prePublish must be a Go duration such as 1h, 10m or 30s"),
+        validation = Rule::new(concat!("!self.matches('", sigil_core::duration_pattern!(), "') || duration(self) >= duration('1s')"))
+            .message("prePublish must be at least 1s, and the operator requires at least its --min-pre-publish (2m unless lowered for tests): verifiers must see a key before it signs"),
+    )]
     pub pre_publish: String,
 
     /// How long a retired key stays in the JWKS after it stopped signing
@@ -277,6 +281,8 @@ pub enum SpecError {
     EveryTooShort(String),
     #[error("rotation.prePublish ({pre_publish}) must be shorter than rotation.every ({every})")]
     PrePublishNotShorter { pre_publish: String, every: String },
+    #[error("rotation.prePublish must be at least 1s, got {0}")]
+    PrePublishTooShort(String),
     #[error("maxTokenLifetime must be between 1s and 24h, got {0}")]
     MaxTokenLifetime(String),
     #[error(
@@ -292,6 +298,9 @@ pub enum SpecError {
 
 /// The shortest rotation period a SigningKey accepts (the CRD enforces the same).
 pub const MIN_EVERY: Duration = Duration::from_secs(60);
+/// The shortest `prePublish` the CRD accepts; the operator's own floor
+/// (`--min-pre-publish`) is higher unless lowered for tests.
+pub const MIN_PRE_PUBLISH: Duration = Duration::from_secs(1);
 /// The bounds of `maxTokenLifetime` (the CRD enforces the same).
 pub const MAX_TOKEN_LIFETIME_RANGE: std::ops::RangeInclusive<Duration> =
     Duration::from_secs(1)..=Duration::from_secs(24 * 3600);
@@ -322,6 +331,9 @@ impl SigningKeySpec {
         let retain = parse("rotation.retain", &self.rotation.retain)?;
         if every < MIN_EVERY {
             return Err(SpecError::EveryTooShort(self.rotation.every.clone()));
+        }
+        if pre_publish < MIN_PRE_PUBLISH {
+            return Err(SpecError::PrePublishTooShort(self.rotation.pre_publish.clone()));
         }
         if pre_publish >= every {
             return Err(SpecError::PrePublishNotShorter {
@@ -444,6 +456,7 @@ mod tests {
             ),
             (serde_json::json!({"maxTokenLifetime": "10m", "rotation": {"prePublish": "5m", "retain": "16m"}}), Ok(())),
             (serde_json::json!({"maxTokenLifetime": "25h"}), Err(SpecError::MaxTokenLifetime("25h".into()))),
+            (serde_json::json!({"rotation": {"prePublish": "0s"}}), Err(SpecError::PrePublishTooShort("0s".into()))),
             (serde_json::json!({"maxTokenLifetime": "0s"}), Err(SpecError::MaxTokenLifetime("0s".into()))),
             (
                 serde_json::json!({"rotation": {"every": "59s", "prePublish": "10s"}}),

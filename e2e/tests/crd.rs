@@ -77,6 +77,7 @@ async fn invalid_specs_are_refused_with_the_crd_message() {
             "rotation.retain must be at least maxTokenLifetime + rotation.prePublish + 1m",
         ),
         (json!({"rotation": {"retain": "0s"}}), "rotation.retain must be at least maxTokenLifetime"),
+        (json!({"rotation": {"prePublish": "0s"}}), "prePublish must be at least 1s"),
         (
             json!({"maxTokenLifetime": "10m", "rotation": {"every": "1h", "prePublish": "5m", "retain": "15m59s"}}),
             "rotation.retain must be at least maxTokenLifetime",

@@ -78,25 +78,39 @@ pub struct ServeArgs {
     pub jwks_max_age: Duration,
 
     /// How long a verified client secret or user password is remembered, so
-    /// repeated requests skip Argon2.
-    #[arg(long, env = "SIGIL_AUTH_CACHE_TTL", default_value = "1m", value_parser = duration)]
+    /// repeated requests skip Argon2 and are answered even while others fail
+    /// under the same id (an entry only matches the stored hash it was
+    /// verified against, so a changed secret never hits it).
+    #[arg(long, env = "SIGIL_AUTH_CACHE_TTL", default_value = "1h", value_parser = duration)]
     pub auth_cache_ttl: Duration,
 
     /// Most remembered authentications.
     #[arg(long, env = "SIGIL_AUTH_CACHE_SIZE", default_value_t = 10_000)]
     pub auth_cache_size: usize,
 
-    /// Failed authentications allowed per client id, username or source address
-    /// within --auth-failure-window before answering 429.
-    #[arg(long, env = "SIGIL_AUTH_FAILURE_LIMIT", default_value_t = 10)]
+    /// Failed authentications of one client id (or username) from one source
+    /// address before that pair backs off (1s, doubling per failure, up to
+    /// --auth-backoff-max). Other sources are not affected.
+    #[arg(long, env = "SIGIL_AUTH_FAILURE_LIMIT", default_value_t = 5)]
     pub auth_failure_limit: u32,
 
-    /// Window over which failed authentications are counted.
-    #[arg(long, env = "SIGIL_AUTH_FAILURE_WINDOW", default_value = "1m", value_parser = duration)]
-    pub auth_failure_window: Duration,
+    /// The longest back-off; a pair quiet this long after its back-off starts over.
+    #[arg(long, env = "SIGIL_AUTH_BACKOFF_MAX", default_value = "15m", value_parser = duration)]
+    pub auth_backoff_max: Duration,
+
+    /// Secret checks (not answered from the cache) per minute for one client
+    /// id or username across all sources; far above real traffic, it slows an
+    /// attacker who spreads guesses over many addresses.
+    #[arg(long, env = "SIGIL_AUTH_CHECKS_PER_MINUTE", default_value_t = 600)]
+    pub auth_checks_per_minute: u32,
+
+    /// Most (client id or username, source) pairs whose failures are
+    /// remembered; when full, the pair that failed longest ago is forgotten.
+    #[arg(long, env = "SIGIL_AUTH_FAILURE_TABLE_SIZE", default_value_t = 100_000)]
+    pub auth_failure_table_size: usize,
 
     /// Proxies (IP addresses or CIDR ranges, comma-separated) whose
-    /// X-Forwarded-For is believed for per-address rate limits, e.g. the
+    /// X-Forwarded-For is believed for the back-off's source address, e.g. the
     /// ingress controller's pod range. Without it, the peer address is used.
     #[arg(long, env = "SIGIL_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<Cidr>,
@@ -105,6 +119,13 @@ pub struct ServeArgs {
     /// file-system event was missed.
     #[arg(long, env = "SIGIL_RELOAD_PERIOD", default_value = "30s", value_parser = duration)]
     pub reload_period: Duration,
+
+    /// After SIGTERM, how long to keep accepting requests while /readyz already
+    /// fails, so the endpoint is removed everywhere before the listener closes
+    /// (0s to stop at once). Keep it plus the 20s drain under the pod's
+    /// terminationGracePeriodSeconds.
+    #[arg(long, env = "SIGIL_SHUTDOWN_DELAY", default_value = "5s", value_parser = duration)]
+    pub shutdown_delay: Duration,
 
     /// Log format.
     #[arg(long, env = "SIGIL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
@@ -130,9 +151,12 @@ pub struct Config {
     pub auth_cache_ttl: Duration,
     pub auth_cache_size: usize,
     pub auth_failure_limit: u32,
-    pub auth_failure_window: Duration,
+    pub auth_backoff_max: Duration,
+    pub auth_checks_per_minute: u32,
+    pub auth_failure_table_size: usize,
     pub trusted_proxies: Vec<Cidr>,
     pub reload_period: Duration,
+    pub shutdown_delay: Duration,
 }
 
 impl ServeArgs {
@@ -149,8 +173,18 @@ impl ServeArgs {
         if self.reload_period < Duration::from_secs(1) {
             return Err(Error::Config("--reload-period must be at least 1s".into()));
         }
-        if self.auth_failure_limit == 0 || self.auth_failure_window.is_zero() {
-            return Err(Error::Config("--auth-failure-limit and --auth-failure-window must be positive".into()));
+        if self.auth_failure_limit == 0 || self.auth_backoff_max < Duration::from_secs(1) {
+            return Err(Error::Config(
+                "--auth-failure-limit must be positive and --auth-backoff-max at least 1s".into(),
+            ));
+        }
+        if self.auth_checks_per_minute == 0 || self.auth_failure_table_size == 0 {
+            return Err(Error::Config(
+                "--auth-checks-per-minute and --auth-failure-table-size must be positive".into(),
+            ));
+        }
+        if self.shutdown_delay > Duration::from_secs(60) {
+            return Err(Error::Config("--shutdown-delay must be at most 60s".into()));
         }
         if self.auth_cache_size == 0 || self.auth_cache_ttl.is_zero() {
             return Err(Error::Config("--auth-cache-size and --auth-cache-ttl must be positive".into()));
@@ -168,9 +202,12 @@ impl ServeArgs {
             auth_cache_ttl: self.auth_cache_ttl,
             auth_cache_size: self.auth_cache_size,
             auth_failure_limit: self.auth_failure_limit,
-            auth_failure_window: self.auth_failure_window,
+            auth_backoff_max: self.auth_backoff_max,
+            auth_checks_per_minute: self.auth_checks_per_minute,
+            auth_failure_table_size: self.auth_failure_table_size,
             trusted_proxies: self.trusted_proxies,
             reload_period: self.reload_period,
+            shutdown_delay: self.shutdown_delay,
         })
     }
 }
@@ -250,6 +287,9 @@ mod tests {
             ("--token-ttl=48h", "--token-ttl"),
             ("--audience= ", "--audience"),
             ("--auth-failure-limit=0", "--auth-failure-limit"),
+            ("--auth-checks-per-minute=0", "--auth-checks-per-minute"),
+            ("--auth-failure-table-size=0", "--auth-failure-table-size"),
+            ("--shutdown-delay=5m", "--shutdown-delay"),
         ] {
             let err = parse(&[arg]).expect("clap accepts").serve.validate().expect_err(arg).to_string();
             assert!(err.contains(needle), "{arg}: {err}");

@@ -21,6 +21,7 @@ use crate::metrics::IssuedLabels;
 use crate::oauth::OAuthError;
 use crate::scope::{self, ScopeError};
 use crate::state::AppState;
+use crate::subject;
 use crate::token::{self, Grant};
 use crate::token_request::{self, TokenRequest};
 use sigil_runtime::client_ip;
@@ -97,18 +98,19 @@ async fn authorize(state: &AppState, request: TokenRequest, source: IpAddr) -> R
         return Err(OAuthError::UnauthorizedClient);
     }
     let (subject, allowed) = match request.user {
-        None => (client.id.clone(), client.scopes.clone()),
+        None => (subject::client(&client.id), client.scopes.clone()),
         Some((username, password)) => {
             let user = state.auth.user(&registry, &username, password, source).await.map_err(|e| match e {
                 AuthError::Invalid => {
-                    tracing::info!(client_id = %client.id, %username, %source, "user authentication failed");
+                    // Never the username: users type passwords into that field.
+                    tracing::info!(client_id = %client.id, %source, "user authentication failed");
                     OAuthError::InvalidGrant
                 }
                 AuthError::Limited(wait) => OAuthError::TooManyFailures(wait),
                 AuthError::Unavailable => OAuthError::ServerError,
             })?;
             // The token carries what both the user and the client may do.
-            (user.username.clone(), user.scopes.intersection(&client.scopes).cloned().collect())
+            (subject::user(&user.username), user.scopes.intersection(&client.scopes).cloned().collect())
         }
     };
     let scopes = scope::grant(request.scope.as_deref(), &allowed).map_err(|e| match e {

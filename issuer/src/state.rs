@@ -45,8 +45,15 @@ impl AppState {
         let auth = Authenticator::new(
             config.auth_cache_ttl,
             config.auth_cache_size,
-            config.auth_failure_limit,
-            config.auth_failure_window,
+            crate::auth::Limits {
+                backoff: crate::rate_limit::Policy {
+                    free: config.auth_failure_limit,
+                    max: config.auth_backoff_max,
+                    capacity: config.auth_failure_table_size,
+                },
+                ceiling: std::num::NonZeroU32::new(config.auth_checks_per_minute)
+                    .ok_or_else(|| Error::Config("--auth-checks-per-minute must be positive".into()))?,
+            },
             metrics.clone(),
         )
         .map_err(Error::Config)?;
@@ -100,8 +107,7 @@ impl AppState {
         }
         tracing::info!(clients = registry.clients.len(), users = registry.users.len(), "clients file reloaded");
         self.clients.store(Arc::new(registry));
-        // Entries of the old generation can no longer match; free them now.
-        self.auth.clear_cache();
+        self.auth.clients_changed();
         Ok(())
     }
 

@@ -140,7 +140,7 @@ async fn tokens_verify_with_pyjwt_against_the_served_jwks() {
             .await
             .expect("join")
             .unwrap_or_else(|e| panic!("{alg}: PyJWT rejected the token: {e}"));
-        assert_eq!(claims["sub"], "svc", "{alg}");
+        assert_eq!(claims["sub"], "client:svc", "{alg}");
         assert_eq!(claims["client_id"], "svc", "{alg}");
         assert_eq!(claims["scope"], "orders.read orders.write", "{alg}");
 
@@ -419,16 +419,21 @@ async fn the_binary_serves_and_shuts_down_on_sigterm() {
     assert!(stderr.contains("\"serving\"") || stderr.contains("serving"), "{stderr}");
 }
 
-/// The real server hands the peer address to the rate limiter: failures
-/// under different client ids from one address add up.
+/// The real server hands the peer address to the back-off: guesses at `svc`
+/// from 127.0.0.1 back off, while the real client on 127.0.0.2 is served.
 #[tokio::test]
-async fn failures_from_one_address_are_limited_over_real_connections() {
+async fn lockout_by_anyone_is_keyed_on_the_real_peer_address() {
     let fixture = Fixture::new(Algorithm::ES256);
     let running = Running::start(&fixture, |c| c.auth_failure_limit = 2).await;
-    let client = client();
-    assert_eq!(post_token(&client, &running.base, "x", "guess").await.0, StatusCode::UNAUTHORIZED);
-    assert_eq!(post_token(&client, &running.base, "y", "guess").await.0, StatusCode::UNAUTHORIZED);
-    let (status, body) = post_token(&client, &running.base, "z", "guess").await;
+    let attacker = client();
+    assert_eq!(post_token(&attacker, &running.base, "svc", "guess").await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(post_token(&attacker, &running.base, "svc", "guess").await.0, StatusCode::UNAUTHORIZED);
+    let (status, body) = post_token(&attacker, &running.base, "svc", "guess").await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    let mut connector = HttpConnector::new();
+    connector.set_local_address(Some("127.0.0.2".parse().expect("ip")));
+    let real: HttpClient = Client::builder(TokioExecutor::new()).build(connector);
+    let (status, body) = post_token(&real, &running.base, "svc", "svc-secret").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
     running.stop().await;
 }

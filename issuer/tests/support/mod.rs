@@ -17,10 +17,10 @@ use sigil_runtime::volume::write_atomically;
 pub const ISSUER: &str = "https://issuer.test";
 pub const AUDIENCE: &str = "test-api";
 
-/// Argon2id with small parameters: the issuer verifies with whatever a hash
-/// says, and tests should not spend a second per hash in debug builds.
+/// Argon2id at OWASP's minimum cost (the issuer refuses anything weaker), with
+/// a fixed salt; the dev profile builds argon2 optimised, so this stays fast.
 pub fn cheap_hash(secret: &str) -> String {
-    let params = argon2::Params::new(1024, 1, 1, None).expect("params");
+    let params = argon2::Params::default();
     let argon2 = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
     let salt = SaltString::encode_b64(b"fixed-test-salt!").expect("salt");
     argon2.hash_password(secret.as_bytes(), &salt).expect("hash").to_string()
@@ -128,9 +128,12 @@ impl Fixture {
             auth_cache_ttl: Duration::from_secs(60),
             auth_cache_size: 100,
             auth_failure_limit: 5,
-            auth_failure_window: Duration::from_secs(60),
+            auth_backoff_max: Duration::from_secs(900),
+            auth_checks_per_minute: 600,
+            auth_failure_table_size: 100_000,
             trusted_proxies: Vec::new(),
             reload_period: Duration::from_secs(30),
+            shutdown_delay: Duration::ZERO,
         }
     }
 }

@@ -57,8 +57,18 @@ pub async fn serve(
         spawn_watch(&config.clients_file, config.reload_period, state.clone(), Source::Clients)?,
     ];
     let admin = tokio::spawn(admin::serve(admin_listener, registry, state.readiness.clone(), stopped()));
+    let delay = config.shutdown_delay;
+    let draining = state.clone();
     tokio::spawn(async move {
         shutdown.await;
+        // Endpoints (kube-proxy, ingresses, meshes) notice a pod leaving only
+        // after a while; keep accepting meanwhile, already not ready, so no
+        // request routed here in that window finds the port closed.
+        draining.begin_shutdown();
+        if !delay.is_zero() {
+            tracing::info!(delay = ?delay, "shutting down: not ready, serving on while endpoints are removed");
+            tokio::time::sleep(delay).await;
+        }
         let _ = stop_tx.send(true);
     });
     serve_http(listener, routes::app(state), stopped()).await;

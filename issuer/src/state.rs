@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -35,6 +35,8 @@ pub struct AppState {
     clients: ArcSwap<Registry>,
     generation: AtomicU64,
     reloading_clients: std::sync::Mutex<()>,
+    /// Set at SIGTERM: readiness stays false whatever a late reload finds.
+    stopping: AtomicBool,
 }
 
 impl AppState {
@@ -73,6 +75,7 @@ impl AppState {
             clients: ArcSwap::from_pointee(clients),
             generation: AtomicU64::new(0),
             reloading_clients: std::sync::Mutex::new(()),
+            stopping: AtomicBool::new(false),
         };
         state.observe_keys(&state.keys.current());
         Ok(state)
@@ -111,9 +114,16 @@ impl AppState {
         Ok(())
     }
 
+    /// Shutdown has begun: report not ready from now on, so the endpoint is
+    /// removed while requests are still served.
+    pub fn begin_shutdown(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.readiness.set(false);
+    }
+
     fn observe_keys(&self, keys: &KeyState) {
         self.metrics.observe_keys(keys);
-        self.readiness.set(keys.signer.is_some());
+        self.readiness.set(keys.signer.is_some() && !self.stopping.load(Ordering::SeqCst));
     }
 }
 

@@ -125,7 +125,10 @@ fn mint(state: &AppState, granted: &Granted) -> Result<Response, OAuthError> {
     let keys = state.keys.current();
     let signer = keys.signer.as_ref().ok_or(OAuthError::Unavailable)?;
     let (settings, client) = (&state.settings, &granted.client);
-    let ttl = client.ttl.unwrap_or(settings.token_ttl);
+    // The SigningKey's maximum lifetime caps whatever the client or flag says:
+    // its retired keys stay published only that long.
+    let configured = client.ttl.unwrap_or(settings.token_ttl);
+    let ttl = keys.max_token_lifetime.map_or(configured, |cap| configured.min(cap));
     let claims = Grant {
         issuer: &settings.issuer_url,
         subject: &granted.subject,

@@ -495,6 +495,86 @@ async fn subjects_of_clients_and_users_cannot_collide() {
     assert_eq!(client_claims["client_id"], user_claims["client_id"]);
 }
 
+/// Finding 4: a hash below OWASP's minimum on reload is refused with file,
+/// entry and reason, and the previous clients keep working.
+#[tokio::test]
+async fn argon2_bounds_a_weak_hash_on_reload_keeps_the_previous_clients() {
+    let h = Harness::new(Algorithm::ES256);
+    let weak = {
+        use argon2::password_hash::{PasswordHasher, SaltString};
+        let params = argon2::Params::new(1024, 1, 1, None).expect("params");
+        let argon2 = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+        let salt = SaltString::encode_b64(b"fixed-test-salt!").expect("salt");
+        argon2.hash_password(b"svc-secret", &salt).expect("hash").to_string()
+    };
+    let edited = support::default_clients().replace(&support::cheap_hash("svc-secret"), &weak);
+    support::write_clients(&h.fixture.clients_file(), &edited);
+    let err = h.state.reload_clients().expect_err("weak hash").to_string();
+    let file = h.fixture.clients_file().display().to_string();
+    assert!(err.contains(&file) && err.contains(r#"clients[0] ("svc"): secretHash"#), "{err}");
+    assert!(err.contains("weaker than OWASP"), "{err}");
+    assert!(!err.contains(&weak), "the hash is not echoed: {err}");
+    assert_eq!(h.token(CC, Some(("svc", "svc-secret"))).await.status, StatusCode::OK);
+    assert!(
+        h.metrics().contains(r#"sigil_issuer_reloads_total{source="clients",result="clients"} 1"#),
+        "{}",
+        h.metrics()
+    );
+}
+
+/// Finding 5: a first Secret version with only `next.pem` leaves the issuer
+/// running and not ready, instead of exiting; it becomes ready when the
+/// active key arrives.
+#[tokio::test]
+async fn not_ready_not_crashing_when_the_first_secret_holds_only_next_pem() {
+    let fixture = Fixture::new(Algorithm::ES256);
+    support::write_next_only(&fixture.key_dir(), &fixture.key);
+    let h = Harness::with(fixture, |_| {});
+    assert!(!h.state.readiness.is_ready());
+    assert_eq!(h.token(CC, Some(("svc", "svc-secret"))).await.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(h.get("/.well-known/jwks.json", &[]).await.status, StatusCode::OK, "the JWKS is served meanwhile");
+    // Still incomplete on a re-read: an error to report, still not ready.
+    let err = h.state.reload_keys().expect_err("still incomplete").to_string();
+    assert!(err.contains("private.pem is missing"), "{err}");
+    assert!(!h.state.readiness.is_ready());
+    support::write_secret(&h.fixture.key_dir(), &h.fixture.key, None);
+    h.state.reload_keys().expect("reload");
+    assert!(h.state.readiness.is_ready());
+    assert_eq!(h.token(CC, Some(("svc", "svc-secret"))).await.status, StatusCode::OK);
+}
+
+/// The Secret's `max-token-lifetime` caps every token, follows reloads, and a
+/// malformed value keeps the previous one.
+#[tokio::test]
+async fn max_token_lifetime_from_the_secret_caps_every_token() {
+    let fixture = Fixture::new(Algorithm::ES256);
+    support::write_secret_with(&fixture.key_dir(), &fixture.key, &[("max-token-lifetime", b"20s")]);
+    let h = Harness::with(fixture, |_| {});
+    let expires = |r: &Reply| r.json()["expires_in"].as_u64().expect("expires_in");
+    let exp_minus_iat = |claims: &Value| claims["exp"].as_u64().unwrap_or(0) - claims["iat"].as_u64().unwrap_or(0);
+    let svc = h.token(CC, Some(("svc", "svc-secret"))).await;
+    assert_eq!(expires(&svc), 20, "--token-ttl 15m is capped");
+    let claims = h.verify(svc.json()["access_token"].as_str().expect("token"), AUDIENCE).await;
+    assert_eq!(exp_minus_iat(&claims), 20);
+    assert_eq!(expires(&h.token(CC, Some(("short", "short-secret"))).await), 20, "the client's 30s is capped");
+
+    support::write_secret_with(&h.fixture.key_dir(), &h.fixture.key, &[("max-token-lifetime", b"10m")]);
+    h.state.reload_keys().expect("reload");
+    assert_eq!(expires(&h.token(CC, Some(("svc", "svc-secret"))).await), 600);
+    assert_eq!(expires(&h.token(CC, Some(("short", "short-secret"))).await), 30, "a shorter ttl stays");
+
+    for bad in [&b"soon"[..], b"0s", b"-1h"] {
+        support::write_secret_with(&h.fixture.key_dir(), &h.fixture.key, &[("max-token-lifetime", bad)]);
+        let err = h.state.reload_keys().expect_err("malformed").to_string();
+        assert!(err.contains("max-token-lifetime"), "{err}");
+        assert_eq!(expires(&h.token(CC, Some(("svc", "svc-secret"))).await), 600, "the previous cap stays");
+    }
+
+    support::write_secret(&h.fixture.key_dir(), &h.fixture.key, None);
+    h.state.reload_keys().expect("reload");
+    assert_eq!(expires(&h.token(CC, Some(("svc", "svc-secret"))).await), 900, "absent: no extra cap");
+}
+
 #[tokio::test]
 async fn jwks_is_the_file_with_etag_and_max_age() {
     let h = Harness::new(Algorithm::ES256);

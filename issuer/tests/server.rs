@@ -316,6 +316,7 @@ fn issuer_command(fixture: &Fixture, listen: SocketAddr, admin: SocketAddr) -> C
         .arg(format!("--issuer-url={ISSUER}"))
         .arg(format!("--audience={AUDIENCE}"))
         .arg(format!("--clients-file={}", fixture.clients_file().display()))
+        .arg("--shutdown-delay=0s")
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -402,6 +403,16 @@ async fn the_binary_serves_and_shuts_down_on_sigterm() {
     // A failed attempt is logged for audit, without its secret.
     let (status, _) = post_token(&client, &format!("http://{listen}"), "svc", "wrong-guess-4711").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // Finding 6: a failed password grant logs neither the username (users
+    // type passwords there) nor the password.
+    let credentials = base64::engine::general_purpose::STANDARD.encode("app:app-secret");
+    let request = Request::post(format!("http://{listen}/token"))
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header(header::AUTHORIZATION, format!("Basic {credentials}"))
+        .body(Full::new(Bytes::from_static(b"grant_type=password&username=hunter2-typed-here&password=pw-4711")))
+        .expect("request");
+    let response = client.request(request).await.expect("POST /token");
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     let pid = child.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
     let out =
@@ -415,6 +426,8 @@ async fn the_binary_serves_and_shuts_down_on_sigterm() {
     let token = access_token(&body);
     assert!(!stderr.contains(&token[..40]), "tokens never appear in logs");
     assert!(!stderr.contains("svc-secret") && !stderr.contains("wrong-guess-4711"), "secrets never appear in logs");
+    assert!(stderr.contains("user authentication failed"), "{stderr}");
+    assert!(!stderr.contains("hunter2-typed-here") && !stderr.contains("pw-4711"), "usernames never appear: {stderr}");
     assert!(stderr.contains("client authentication failed") && stderr.contains("\"client_id\":\"svc\""), "{stderr}");
     assert!(stderr.contains("\"serving\"") || stderr.contains("serving"), "{stderr}");
 }
@@ -436,4 +449,36 @@ async fn lockout_by_anyone_is_keyed_on_the_real_peer_address() {
     let (status, body) = post_token(&real, &running.base, "svc", "svc-secret").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     running.stop().await;
+}
+
+/// Finding 7: after the shutdown signal the issuer reports not ready at once
+/// but keeps accepting new connections for --shutdown-delay, then closes the
+/// port and drains.
+#[tokio::test]
+async fn draining_new_connections_are_served_during_the_shutdown_delay() {
+    let fixture = Fixture::new(Algorithm::ES256);
+    let mut running = Running::start(&fixture, |c| c.shutdown_delay = Duration::from_secs(3)).await;
+    let client = client();
+    assert_eq!(get(&client, &format!("{}/readyz", running.admin)).await.0, StatusCode::OK);
+    let _ = running.stop.take().expect("not stopped yet").send(());
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while get(&client, &format!("{}/readyz", running.admin)).await.0 == StatusCode::OK {
+        assert!(Instant::now() < deadline, "readiness never dropped");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Not ready, still serving: fresh clients (new connections) get tokens.
+    for _ in 0..3 {
+        let (status, body) = post_token(&self::client(), &running.base, "svc", "svc-secret").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let task = running.task.take().expect("task");
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .expect("stops after the delay")
+        .expect("join")
+        .expect("ok");
+    let refused = client.request(
+        Request::get(format!("{}/.well-known/jwks.json", running.base)).body(Full::default()).expect("request"),
+    );
+    assert!(refused.await.is_err(), "the port is closed after the delay");
 }

@@ -38,6 +38,28 @@ pub fn write_secret(dir: &Path, active: &PrivateKey, next: Option<&PrivateKey>) 
     write_atomically(dir, &files).expect("write secret volume");
 }
 
+/// Writes `active` plus extra entries (e.g. `max-token-lifetime`) as one
+/// version of the Secret's volume.
+pub fn write_secret_with(dir: &Path, active: &PrivateKey, extra: &[(&str, &[u8])]) {
+    let copy = |k: &PrivateKey| PrivateKey::from_pkcs8_pem(k.algorithm(), k.to_pkcs8_pem().as_bytes()).expect("copy");
+    let data = SecretKeys { active: copy(active), next: None }.to_secret_data();
+    let mut files: Vec<(&str, &[u8])> = data.iter().map(|(k, v)| (k.as_str(), v.0.as_slice())).collect();
+    files.extend_from_slice(extra);
+    write_atomically(dir, &files).expect("write secret volume");
+}
+
+/// Writes a Secret version holding only the next key, as the operator's first
+/// write can look to the kubelet before the active key is added.
+pub fn write_next_only(dir: &Path, next: &PrivateKey) {
+    let pem = next.to_pkcs8_pem();
+    let files: [(&str, &[u8]); 3] = [
+        (contract::NEXT_PRIVATE_KEY, pem.as_bytes()),
+        (contract::NEXT_KID, next.kid().as_bytes()),
+        (contract::NEXT_ALG, next.algorithm().as_str().as_bytes()),
+    ];
+    write_atomically(dir, &files).expect("write secret volume");
+}
+
 /// Writes a JWKS publishing `keys` into `dir/jwks.json` as the ConfigMap's volume would.
 pub fn write_jwks(dir: &Path, keys: &[&PrivateKey]) {
     let set = JwkSet { keys: keys.iter().map(|k| k.public_jwk().clone()).collect() };

@@ -4,7 +4,7 @@
 //!
 //! Modules, outside in: [`config`] (flags), [`server`] (wiring), [`routes`]
 //! (HTTP) with [`token_request`] (parsing), [`auth`] with [`auth_cache`] and [`rate_limit`] (who is asking),
-//! [`scope`] (what they get), [`subject`] (who a token is about), [`token`] and [`keys`] (signing), [`clients`] and
+//! [`scope`] (what they get), [`token`] and [`keys`] (signing), [`clients`] and
 //! [`password`] (the clients file), [`state`] (reloads), [`metrics`].
 
 pub mod auth;
@@ -21,7 +21,6 @@ pub mod routes;
 pub mod scope;
 pub mod server;
 pub mod state;
-pub mod subject;
 pub mod token;
 pub mod token_request;
 

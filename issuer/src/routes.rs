@@ -21,9 +21,9 @@ use crate::metrics::IssuedLabels;
 use crate::oauth::OAuthError;
 use crate::scope::{self, ScopeError};
 use crate::state::AppState;
-use crate::subject;
 use crate::token::{self, Grant};
 use crate::token_request::{self, TokenRequest};
+use sigil_api::subject::{SubjectKind, subject as subject_of};
 use sigil_runtime::client_ip;
 
 /// Token requests are a handful of short parameters; anything bigger is not one.
@@ -98,7 +98,7 @@ async fn authorize(state: &AppState, request: TokenRequest, source: IpAddr) -> R
         return Err(OAuthError::UnauthorizedClient);
     }
     let (subject, allowed) = match request.user {
-        None => (subject::client(&client.id), client.scopes.clone()),
+        None => (subject_of(SubjectKind::Client, &client.id), client.scopes.clone()),
         Some((username, password)) => {
             let user = state.auth.user(&registry, &username, password, source).await.map_err(|e| match e {
                 AuthError::Invalid => {
@@ -110,7 +110,7 @@ async fn authorize(state: &AppState, request: TokenRequest, source: IpAddr) -> R
                 AuthError::Unavailable => OAuthError::ServerError,
             })?;
             // The token carries what both the user and the client may do.
-            (subject::user(&user.username), user.scopes.intersection(&client.scopes).cloned().collect())
+            (subject_of(SubjectKind::User, &user.username), user.scopes.intersection(&client.scopes).cloned().collect())
         }
     };
     let scopes = scope::grant(request.scope.as_deref(), &allowed).map_err(|e| match e {

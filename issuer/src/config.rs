@@ -43,6 +43,17 @@ pub struct ServeArgs {
     #[arg(long, env = "SIGIL_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
 
+    /// PEM certificate chain for HTTPS on --listen (e.g. tls.crt of a
+    /// kubernetes.io/tls Secret); re-read when it changes. With
+    /// --tls-key-file; without both, --listen serves plain HTTP (for a mesh
+    /// or ingress that terminates TLS in front of the issuer).
+    #[arg(long, env = "SIGIL_TLS_CERT_FILE", requires = "tls_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert-file (e.g. tls.key).
+    #[arg(long, env = "SIGIL_TLS_KEY_FILE", requires = "tls_cert_file")]
+    pub tls_key_file: Option<PathBuf>,
+
     /// Address of /healthz, /readyz and /metrics.
     #[arg(long, env = "SIGIL_ADMIN_LISTEN", default_value = "0.0.0.0:9090")]
     pub admin_listen: SocketAddr,
@@ -140,6 +151,8 @@ fn duration(s: &str) -> Result<Duration, String> {
 #[derive(Clone, Debug)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// Certificate and key files, when --listen serves HTTPS.
+    pub tls: Option<TlsFiles>,
     pub admin_listen: SocketAddr,
     pub key_dir: PathBuf,
     pub jwks_file: PathBuf,
@@ -159,6 +172,12 @@ pub struct Config {
     pub shutdown_delay: Duration,
 }
 
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
 impl ServeArgs {
     /// Checks what clap cannot: URL shape, non-empty values, sane durations.
     pub fn validate(self) -> Result<Config> {
@@ -170,6 +189,17 @@ impl ServeArgs {
             return Err(Error::Config("--audience must not be empty".into()));
         }
         validate_ttl("--token-ttl", self.token_ttl)?;
+        let tls = match (self.tls_cert_file, self.tls_key_file) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            _ => return Err(Error::Config("--tls-cert-file and --tls-key-file go together".into())),
+        };
+        // The discovery documents name the token endpoint under the issuer
+        // URL; with TLS on, an http:// URL would send clients' secrets to a
+        // port that does not speak it.
+        if tls.is_some() && !issuer_url.starts_with("https://") {
+            return Err(Error::Config(format!("--issuer-url {issuer_url:?} must be https:// when TLS is on")));
+        }
         if self.reload_period < Duration::from_secs(1) {
             return Err(Error::Config("--reload-period must be at least 1s".into()));
         }
@@ -191,6 +221,7 @@ impl ServeArgs {
         }
         Ok(Config {
             listen: self.listen,
+            tls,
             admin_listen: self.admin_listen,
             key_dir: self.key_dir.ok_or_else(|| missing("key-dir"))?,
             jwks_file: self.jwks_file.ok_or_else(|| missing("jwks-file"))?,
@@ -290,11 +321,18 @@ mod tests {
             ("--auth-checks-per-minute=0", "--auth-checks-per-minute"),
             ("--auth-failure-table-size=0", "--auth-failure-table-size"),
             ("--shutdown-delay=5m", "--shutdown-delay"),
+            ("--issuer-url=http://issuer.example", "must be https://"),
         ] {
-            let err = parse(&[arg]).expect("clap accepts").serve.validate().expect_err(arg).to_string();
+            let tls = ["--tls-cert-file=/t/tls.crt", "--tls-key-file=/t/tls.key"];
+            let args: Vec<&str> = if needle == "must be https://" { [&[arg][..], &tls].concat() } else { vec![arg] };
+            let err = parse(&args).expect("clap accepts").serve.validate().expect_err(arg).to_string();
             assert!(err.contains(needle), "{arg}: {err}");
         }
         assert!(parse(&["--token-ttl=soon"]).is_err());
+        assert!(parse(&["--tls-cert-file=/t/tls.crt"]).is_err(), "a certificate needs its key");
+        let tls = parse(&["--tls-cert-file=/t/tls.crt", "--tls-key-file=/t/tls.key"]).expect("parse");
+        assert!(tls.serve.validate().expect("https issuer").tls.is_some());
+        assert!(parse(&["--issuer-url=http://issuer.example"]).expect("parse").serve.validate().is_ok(), "plain HTTP");
     }
 
     #[test]

@@ -27,6 +27,8 @@ pub struct Settings {
 
 pub struct AppState {
     pub settings: Settings,
+    /// The token port's certificate, when it serves HTTPS.
+    pub tls: Option<Arc<crate::tls::CertStore>>,
     pub keys: Keys,
     pub auth: Authenticator,
     pub metrics: Metrics,
@@ -43,6 +45,8 @@ impl AppState {
     /// Loads every file once. Any error here names its file and stops start-up.
     pub fn load(config: &Config, metrics: Metrics, readiness: Readiness) -> Result<AppState> {
         let keys = Keys::load(&config.key_dir, &config.jwks_file)?;
+        let tls =
+            config.tls.as_ref().map(|t| crate::tls::CertStore::load(&t.cert, &t.key).map(Arc::new)).transpose()?;
         let clients = Registry::load(&config.clients_file, 0)?;
         let auth = Authenticator::new(
             config.auth_cache_ttl,
@@ -67,6 +71,7 @@ impl AppState {
                 jwks_max_age: config.jwks_max_age,
                 trusted_proxies: config.trusted_proxies.clone(),
             },
+            tls,
             keys,
             auth,
             metrics,
@@ -94,6 +99,17 @@ impl AppState {
         let result = self.keys.reload();
         self.metrics.reload("keys", &result);
         self.observe_keys(&self.keys.current());
+        result.map(|_| ())
+    }
+
+    /// Re-reads the TLS certificate and key; on error the old pair stays.
+    pub fn reload_tls(&self) -> Result<()> {
+        let Some(tls) = &self.tls else { return Ok(()) };
+        let result = tls.reload();
+        self.metrics.reload("tls", &result);
+        if let Ok(true) = result {
+            tracing::info!(file = %tls.cert_file().display(), "TLS certificate reloaded");
+        }
         result.map(|_| ())
     }
 

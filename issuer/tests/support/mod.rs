@@ -139,6 +139,7 @@ impl Fixture {
     pub fn config(&self) -> Config {
         Config {
             listen: "127.0.0.1:0".parse().expect("addr"),
+            tls: None,
             admin_listen: "127.0.0.1:0".parse().expect("addr"),
             key_dir: self.key_dir(),
             jwks_file: self.jwks_file(),

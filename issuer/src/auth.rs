@@ -60,7 +60,7 @@ impl Kind {
 /// How the authenticator limits guessing; see `rate_limit`.
 pub struct Limits {
     pub backoff: Policy,
-    /// Secret checks per known id per minute, across all sources.
+    /// Failures per known id per minute, across all sources.
     pub ceiling: std::num::NonZeroU32,
 }
 
@@ -125,7 +125,7 @@ impl Authenticator {
     /// Cached successes stay: they name the stored hash they matched, so a
     /// changed secret can no longer hit them, and unchanged clients stay proven.
     pub fn clients_changed(&self) {
-        self.ceiling.shrink();
+        self.ceiling.shrink(Instant::now());
     }
 
     pub fn backoff_entries(&self) -> usize {
@@ -148,11 +148,13 @@ impl Authenticator {
             return Ok(());
         }
         let pair = pair_key(kind.as_str(), id, source);
-        self.backoff.check(&pair, Instant::now()).map_err(AuthError::Limited)?;
         // Unknown ids have no ceiling: they never authenticate, the back-off
         // still applies to them, and the map stays bounded by the clients file.
-        if hash.is_some() {
-            self.ceiling.check(&format!("{}:{id}", kind.as_str())).map_err(AuthError::Limited)?;
+        let ceiling_key = hash.is_some().then(|| format!("{}:{id}", kind.as_str()));
+        let now = Instant::now();
+        self.backoff.check(&pair, now).map_err(AuthError::Limited)?;
+        if let Some(key) = &ceiling_key {
+            self.ceiling.check(key, now).map_err(AuthError::Limited)?;
         }
 
         let known = hash.is_some();
@@ -171,7 +173,11 @@ impl Authenticator {
                 Ok(())
             }
             _ => {
-                self.backoff.record_failure(&pair, Instant::now());
+                let now = Instant::now();
+                self.backoff.record_failure(&pair, now);
+                if let Some(key) = &ceiling_key {
+                    self.ceiling.record_failure(key, now);
+                }
                 Err(AuthError::Invalid)
             }
         }

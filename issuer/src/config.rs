@@ -109,11 +109,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SIGIL_AUTH_BACKOFF_MAX", default_value = "15m", value_parser = duration)]
     pub auth_backoff_max: Duration,
 
-    /// Secret checks (not answered from the cache) per minute for one client
-    /// id or username across all sources; far above real traffic, it slows an
-    /// attacker who spreads guesses over many addresses.
-    #[arg(long, env = "SIGIL_AUTH_CHECKS_PER_MINUTE", default_value_t = 600)]
-    pub auth_checks_per_minute: u32,
+    /// Failed authentications per minute for one client id or username across
+    /// all sources before that id waits (unless its secret is already proven);
+    /// far above real traffic, it slows guesses spread over many addresses.
+    #[arg(long, env = "SIGIL_AUTH_FAILURES_PER_MINUTE", default_value_t = 600)]
+    pub auth_failures_per_minute: u32,
 
     /// Most (client id or username, source) pairs whose failures are
     /// remembered; when full, the pair that failed longest ago is forgotten.
@@ -165,7 +165,7 @@ pub struct Config {
     pub auth_cache_size: usize,
     pub auth_failure_limit: u32,
     pub auth_backoff_max: Duration,
-    pub auth_checks_per_minute: u32,
+    pub auth_failures_per_minute: u32,
     pub auth_failure_table_size: usize,
     pub trusted_proxies: Vec<Cidr>,
     pub reload_period: Duration,
@@ -208,9 +208,9 @@ impl ServeArgs {
                 "--auth-failure-limit must be positive and --auth-backoff-max at least 1s".into(),
             ));
         }
-        if self.auth_checks_per_minute == 0 || self.auth_failure_table_size == 0 {
+        if self.auth_failures_per_minute == 0 || self.auth_failure_table_size == 0 {
             return Err(Error::Config(
-                "--auth-checks-per-minute and --auth-failure-table-size must be positive".into(),
+                "--auth-failures-per-minute and --auth-failure-table-size must be positive".into(),
             ));
         }
         if self.shutdown_delay > Duration::from_secs(60) {
@@ -234,7 +234,7 @@ impl ServeArgs {
             auth_cache_size: self.auth_cache_size,
             auth_failure_limit: self.auth_failure_limit,
             auth_backoff_max: self.auth_backoff_max,
-            auth_checks_per_minute: self.auth_checks_per_minute,
+            auth_failures_per_minute: self.auth_failures_per_minute,
             auth_failure_table_size: self.auth_failure_table_size,
             trusted_proxies: self.trusted_proxies,
             reload_period: self.reload_period,
@@ -318,7 +318,7 @@ mod tests {
             ("--token-ttl=48h", "--token-ttl"),
             ("--audience= ", "--audience"),
             ("--auth-failure-limit=0", "--auth-failure-limit"),
-            ("--auth-checks-per-minute=0", "--auth-checks-per-minute"),
+            ("--auth-failures-per-minute=0", "--auth-failures-per-minute"),
             ("--auth-failure-table-size=0", "--auth-failure-table-size"),
             ("--shutdown-delay=5m", "--shutdown-delay"),
             ("--issuer-url=http://issuer.example", "must be https://"),

@@ -234,14 +234,21 @@ impl Keys {
     /// unpublished key is not, and neither is a Secret without an active key
     /// yet: the issuer starts unready and waits for a reload to bring one.
     pub fn load(key_dir: &Path, jwks_file: &Path) -> Result<Keys> {
-        let jwks = Arc::new(read_jwks(jwks_file)?);
-        let state = match read_secret(key_dir) {
-            Ok(volume) => KeyState { max_token_lifetime: volume.max_token_lifetime, ..decide(volume.keys, jwks, None) },
+        // The key directory first: its problems are the ones to report first.
+        let volume = match read_secret(key_dir) {
+            Ok(volume) => Some(volume),
             Err(e) if is_incomplete(&e) => {
                 tracing::warn!(error = %e, "the signing-key Secret is incomplete; not ready until it is complete");
-                KeyState { signer: None, jwks, secret_kid: String::new(), max_token_lifetime: None }
+                None
             }
             Err(e) => return Err(e),
+        };
+        let jwks = Arc::new(read_jwks(jwks_file)?);
+        let state = match volume {
+            Some(volume) => {
+                KeyState { max_token_lifetime: volume.max_token_lifetime, ..decide(volume.keys, jwks, None) }
+            }
+            None => KeyState { signer: None, jwks, secret_kid: String::new(), max_token_lifetime: None },
         };
         log_state(&state);
         Ok(Keys {

@@ -9,11 +9,12 @@
 //!    has not failed is never slowed down by another source's failures, and a
 //!    source address alone is never a key, so clients sharing a proxy, a mesh
 //!    sidecar or SNAT are not locked out together.
-//! 2. **Ceiling per id**: a GCRA limit (`governor`) on secret checks of one
-//!    known id across all sources, far above real traffic (successes are
-//!    cached), so an attacker spreading guesses over many addresses is slowed
-//!    down too. It is the one rule that can refuse a source that never failed,
-//!    and only while someone checks that id's secret hundreds of times a minute.
+//! 2. **Ceiling per id**: a GCRA limit (`governor`) on failures of one known
+//!    id across all sources, far above real traffic, so an attacker spreading
+//!    guesses over many addresses is slowed down too. Only failures count, so
+//!    a burst of correct requests on a cold replica never trips it. It is the
+//!    one rule that can refuse a source that never failed, and only while
+//!    someone fails that id's secret hundreds of times a minute.
 //!
 //! The back-off table is bounded: when it is full, the entry whose last
 //! failure is oldest is evicted; a new key is always counted.
@@ -152,27 +153,49 @@ impl Backoff {
     }
 }
 
-/// Secret checks per known id per minute, across all sources.
+/// Failures per known id per minute, across all sources. Keys are ids from
+/// the clients file, so both maps are bounded by it.
 pub struct Ceiling {
     limiter: DefaultKeyedRateLimiter<String>,
     clock: DefaultClock,
+    /// Ids whose allowance ran out, and until when.
+    blocked: Mutex<HashMap<String, Instant>>,
 }
 
 impl Ceiling {
-    pub fn per_minute(checks: NonZeroU32) -> Ceiling {
-        Ceiling { limiter: DefaultKeyedRateLimiter::hashmap(Quota::per_minute(checks)), clock: DefaultClock::default() }
+    pub fn per_minute(failures: NonZeroU32) -> Ceiling {
+        Ceiling {
+            limiter: DefaultKeyedRateLimiter::hashmap(Quota::per_minute(failures)),
+            clock: DefaultClock::default(),
+            blocked: Mutex::new(HashMap::new()),
+        }
     }
 
-    /// Takes one check from `key`'s allowance, or says how long until one is free.
-    pub fn check(&self, key: &str) -> Result<(), Duration> {
-        // Keys are ids from the clients file, so the map is bounded by it;
-        // the allocation is only made for ids that exist.
-        self.limiter.check_key(&key.to_owned()).map_err(|not_until| not_until.wait_time_from(self.clock.now()))
+    fn blocked(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+        self.blocked.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Drops state of ids with a full allowance (e.g. ones removed from the file).
-    pub fn shrink(&self) {
+    /// `Err(wait)` while `key` is over its allowance.
+    pub fn check(&self, key: &str, now: Instant) -> Result<(), Duration> {
+        match self.blocked().get(key) {
+            Some(until) if now < *until => Err(*until - now),
+            _ => Ok(()),
+        }
+    }
+
+    /// Takes one failure from `key`'s allowance; when there is none left, the
+    /// id waits until the GCRA would allow the next one.
+    pub fn record_failure(&self, key: &str, now: Instant) {
+        if let Err(not_until) = self.limiter.check_key(&key.to_owned()) {
+            self.blocked().insert(key.to_owned(), now + not_until.wait_time_from(self.clock.now()));
+        }
+    }
+
+    /// Drops the state of ids with a full allowance or an expired block (e.g.
+    /// ones removed from the file).
+    pub fn shrink(&self, now: Instant) {
         self.limiter.retain_recent();
+        self.blocked().retain(|_, until| now < *until);
     }
 }
 
@@ -276,13 +299,19 @@ mod tests {
     }
 
     #[test]
-    fn the_ceiling_allows_its_quota_per_id() {
+    fn the_ceiling_blocks_an_id_past_its_failure_quota() {
         let ceiling = Ceiling::per_minute(NonZeroU32::new(2).expect("non-zero"));
-        assert_eq!(ceiling.check("client:svc"), Ok(()));
-        assert_eq!(ceiling.check("client:svc"), Ok(()));
-        let wait = ceiling.check("client:svc").expect_err("over the ceiling");
+        let now = Instant::now();
+        for _ in 0..2 {
+            assert_eq!(ceiling.check("client:svc", now), Ok(()));
+            ceiling.record_failure("client:svc", now);
+        }
+        assert_eq!(ceiling.check("client:svc", now), Ok(()), "the quota itself is allowed");
+        ceiling.record_failure("client:svc", now);
+        let wait = ceiling.check("client:svc", now).expect_err("over the ceiling");
         assert!(wait > Duration::ZERO && wait <= Duration::from_secs(30), "{wait:?}");
-        assert_eq!(ceiling.check("client:other"), Ok(()), "per id");
+        assert_eq!(ceiling.check("client:svc", now + wait), Ok(()), "until the GCRA allows one more");
+        assert_eq!(ceiling.check("client:other", now), Ok(()), "per id");
     }
 
     #[test]

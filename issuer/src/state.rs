@@ -57,8 +57,8 @@ impl AppState {
                     max: config.auth_backoff_max,
                     capacity: config.auth_failure_table_size,
                 },
-                ceiling: std::num::NonZeroU32::new(config.auth_checks_per_minute)
-                    .ok_or_else(|| Error::Config("--auth-checks-per-minute must be positive".into()))?,
+                ceiling: std::num::NonZeroU32::new(config.auth_failures_per_minute)
+                    .ok_or_else(|| Error::Config("--auth-failures-per-minute must be positive".into()))?,
             },
             metrics.clone(),
         )

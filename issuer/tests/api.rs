@@ -455,22 +455,36 @@ async fn lockout_by_anyone_a_full_table_still_counts_new_pairs() {
 }
 
 /// Finding 1, guesses spread over many addresses: the per-id ceiling stops
-/// them, and a client whose secret is proven is still answered.
+/// them once they exceed the quota, a client whose secret is proven is still
+/// answered, and correct secrets never use up the quota.
 #[tokio::test]
 async fn lockout_by_anyone_the_per_client_ceiling_stops_guesses_from_many_addresses() {
-    let h = Harness::with(Fixture::new(Algorithm::ES256), |c| c.auth_checks_per_minute = 4);
+    let h = Harness::with(Fixture::new(Algorithm::ES256), |c| c.auth_failures_per_minute = 3);
     assert_eq!(h.token_from(CC, Some(("svc", "svc-secret")), "192.0.2.10").await.status, StatusCode::OK);
-    for i in 1..=3 {
+    for i in 1..=4 {
         let r = h.token_from(CC, Some(("svc", "guess")), &format!("198.51.100.{i}")).await;
         assert_eq!(r.error(), "invalid_client", "guess {i}");
     }
     let argon2_before = h.metric("sigil_issuer_argon2_verifications_total");
-    let r = h.token_from(CC, Some(("svc", "guess")), "198.51.100.4").await;
+    let r = h.token_from(CC, Some(("svc", "guess")), "198.51.100.5").await;
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(r.headers.contains_key(header::RETRY_AFTER));
     assert_eq!(h.metric("sigil_issuer_argon2_verifications_total"), argon2_before);
     assert_eq!(h.token_from(CC, Some(("svc", "svc-secret")), "192.0.2.10").await.status, StatusCode::OK);
-    assert_eq!(h.token_from(CC, Some(("short", "short-secret")), "198.51.100.5").await.status, StatusCode::OK);
+    assert_eq!(h.token_from(CC, Some(("short", "short-secret")), "198.51.100.6").await.status, StatusCode::OK);
     assert!(h.metrics().contains(r#"sigil_issuer_token_failures_total{reason="rate_limited"} 1"#));
+
+    // Correct secrets that each run Argon2 (no cache: a cold replica's burst)
+    // never use up the quota.
+    let cold = Harness::with(Fixture::new(Algorithm::ES256), |c| {
+        c.auth_failures_per_minute = 3;
+        c.auth_cache_ttl = std::time::Duration::from_nanos(1);
+    });
+    for i in 1..=8 {
+        let r = cold.token_from(CC, Some(("svc", "svc-secret")), &format!("192.0.2.{i}")).await;
+        assert_eq!(r.status, StatusCode::OK, "request {i}");
+    }
+    assert_eq!(cold.metric("sigil_issuer_argon2_verifications_total"), 8.0, "every request was a cold check");
 }
 
 /// Finding 3: a client and a user of the same name get different subjects.

@@ -152,7 +152,7 @@ impl Fixture {
             auth_cache_size: 100,
             auth_failure_limit: 5,
             auth_backoff_max: Duration::from_secs(900),
-            auth_checks_per_minute: 600,
+            auth_failures_per_minute: 600,
             auth_failure_table_size: 100_000,
             trusted_proxies: Vec::new(),
             reload_period: Duration::from_secs(30),

@@ -15,6 +15,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use sigil_api::subject::SubjectKind as Kind;
 use tokio::sync::Semaphore;
 use zeroize::Zeroizing;
 
@@ -40,21 +41,6 @@ pub enum AuthError {
     Limited(Duration),
     /// Verification could not run (the blocking pool is gone: shutting down).
     Unavailable,
-}
-
-#[derive(Clone, Copy)]
-pub enum Kind {
-    Client,
-    User,
-}
-
-impl Kind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Client => "client",
-            Kind::User => "user",
-        }
-    }
 }
 
 /// How the authenticator limits guessing; see `rate_limit`.

@@ -12,7 +12,7 @@ pub mod conditions;
 pub mod contract;
 pub mod signing_key;
 
-pub use sigil_core::{algorithm, duration, jwk, keys};
+pub use sigil_core::{algorithm, duration, jwk, keys, subject};
 
 pub use algorithm::Algorithm;
 pub use jwk::{Jwk, JwkSet};

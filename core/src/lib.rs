@@ -1,6 +1,7 @@
 //! What every Sigil binary shares and that knows nothing of Kubernetes: the
 //! signing algorithms ([`algorithm`]), key material ([`keys`]) and its JWK form
-//! ([`jwk`]), and Go-style durations ([`duration`]).
+//! ([`jwk`]), Go-style durations ([`duration`]), and the `sub` scheme of
+//! Sigil's tokens ([`subject`]).
 //!
 //! The sidecar depends on this crate alone, so the binary in every app pod
 //! carries no Kubernetes client; `sigil-api` re-exports it beside the
@@ -11,6 +12,7 @@ pub mod duration;
 pub mod algorithm;
 pub mod jwk;
 pub mod keys;
+pub mod subject;
 
 /// The most clock skew a Sigil verifier tolerates on `exp`, `nbf` and `iat`
 /// (the sidecar refuses a larger `--leeway`). A SigningKey's `retain` budgets

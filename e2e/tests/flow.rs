@@ -48,6 +48,11 @@ async fn tokens_survive_rotation_and_die_with_their_key() {
     assert_eq!(forged.status, 401);
     assert!(forged.header("www-authenticate").unwrap_or_default().contains("error=\"invalid_token\""));
 
+    // The issuer caps tokens at maxTokenLifetime (20s), so the token that
+    // must outlive its key's activation period is taken just before rotating.
+    let last_of_kid1 = stack.token().await;
+    assert_eq!(kid_of(&last_of_kid1), kid1);
+
     // Manual rotation: the next key is published first, then activated.
     keys.patch(
         "api",
@@ -69,7 +74,7 @@ async fn tokens_survive_rotation_and_die_with_their_key() {
     assert_eq!(stack.call("/hello", Some(&second)).await.status, 200);
     // The old token still verifies while its key is retained.
     assert!(stack.published_kids(&client).await.contains(&kid1), "retired key must stay published");
-    assert_eq!(stack.call("/hello", Some(&first)).await.status, 200, "old token must work until retain passes");
+    assert_eq!(stack.call("/hello", Some(&last_of_kid1)).await.status, 200, "old token must work until retain passes");
 
     // After retain the old key leaves the JWKS and its tokens stop working.
     eventually("the retired key's removal", Duration::from_secs(120), || async {
@@ -77,16 +82,20 @@ async fn tokens_survive_rotation_and_die_with_their_key() {
     })
     .await;
     eventually("the sidecar refusing the old token", Duration::from_secs(30), || async {
-        (stack.call("/hello", Some(&first)).await.status == 401).then_some(())
+        (stack.call("/hello", Some(&last_of_kid1)).await.status == 401).then_some(())
     })
     .await;
+    // `second` has expired by now (20s cap); a fresh token of the same key works.
+    let second = stack.token().await;
+    assert_eq!(kid_of(&second), kid2);
     assert_eq!(stack.call("/hello", Some(&second)).await.status, 200);
 
     // Revoking the active key replaces it at once and kills its tokens.
     keys.patch("api", &PatchParams::default(), &Patch::Merge(json!({"spec": {"revokedKeyIds": [kid2]}})))
         .await
         .expect("revoke");
-    eventually("the sidecar refusing the revoked key's token", Duration::from_secs(30), || async {
+    // Well inside the token's 20s lifetime, so the refusal is the revocation's.
+    eventually("the sidecar refusing the revoked key's token", Duration::from_secs(12), || async {
         (stack.call("/hello", Some(&second)).await.status == 401).then_some(())
     })
     .await;

@@ -2,10 +2,11 @@
 //! and Argon2 verification off the async threads.
 //!
 //! Order of checks, and why:
-//! 1. A cache hit proves the secret was verified recently, so it is answered
-//!    even for a rate-limited id: an attacker failing on purpose cannot lock
-//!    a well-behaved client out.
-//! 2. A rate-limited id or source address gets 429 before any Argon2 work.
+//! 1. A cache hit proves this secret matched this stored hash before, so it is
+//!    answered even while the id is backing off: an attacker failing on
+//!    purpose cannot lock out a client that has authenticated on this replica.
+//! 2. A (id, source) pair that is backing off, or an id over its ceiling, gets
+//!    429 before any Argon2 work (see `rate_limit`).
 //! 3. Argon2 runs against the stored hash, or against a dummy hash when the id
 //!    is unknown, so the answer takes as long either way and an unknown id
 //!    cannot be told from a wrong secret.
@@ -14,6 +15,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use sigil_api::subject::SubjectKind as Kind;
 use tokio::sync::Semaphore;
 use zeroize::Zeroizing;
 
@@ -21,7 +23,7 @@ use crate::auth_cache::AuthCache;
 use crate::clients::{Client, Registry, User};
 use crate::metrics::Metrics;
 use crate::password::SecretHash;
-use crate::rate_limit::{RateLimiter, source_key};
+use crate::rate_limit::{Backoff, Ceiling, Policy, pair_key};
 
 /// What unknown ids are verified against, so they cost one Argon2 run like a
 /// known id with a wrong secret. It need not be secret: an unknown id never
@@ -34,30 +36,24 @@ const DUMMY_HASH: &str =
 pub enum AuthError {
     /// Wrong secret or unknown id (deliberately indistinguishable).
     Invalid,
-    /// Too many failures for the id or the source address: retry after this long.
+    /// Too many failures for the id from this source, or too many checks of
+    /// the id overall: retry after this long.
     Limited(Duration),
     /// Verification could not run (the blocking pool is gone: shutting down).
     Unavailable,
 }
 
-#[derive(Clone, Copy)]
-enum Kind {
-    Client,
-    User,
-}
-
-impl Kind {
-    fn as_str(self) -> &'static str {
-        match self {
-            Kind::Client => "client",
-            Kind::User => "user",
-        }
-    }
+/// How the authenticator limits guessing; see `rate_limit`.
+pub struct Limits {
+    pub backoff: Policy,
+    /// Failures per known id per minute, across all sources.
+    pub ceiling: std::num::NonZeroU32,
 }
 
 pub struct Authenticator {
     cache: AuthCache,
-    limiter: RateLimiter,
+    backoff: Backoff,
+    ceiling: Ceiling,
     /// Bounds concurrent Argon2 runs: each takes ~19 MiB and a core for tens of
     /// milliseconds, so an unbounded flood of bad secrets would exhaust memory.
     permits: Semaphore,
@@ -69,8 +65,7 @@ impl Authenticator {
     pub fn new(
         cache_ttl: Duration,
         cache_size: usize,
-        failure_limit: u32,
-        failure_window: Duration,
+        limits: Limits,
         metrics: Metrics,
     ) -> Result<Authenticator, String> {
         let cache = AuthCache::new(cache_ttl, cache_size).map_err(|_| "no randomness for the cache key".to_owned())?;
@@ -78,7 +73,8 @@ impl Authenticator {
         let cores = std::thread::available_parallelism().map(usize::from).unwrap_or(2);
         Ok(Authenticator {
             cache,
-            limiter: RateLimiter::new(failure_limit, failure_window),
+            backoff: Backoff::new(limits.backoff),
+            ceiling: Ceiling::per_minute(limits.ceiling),
             permits: Semaphore::new(cores * 2),
             dummy,
             metrics,
@@ -94,7 +90,7 @@ impl Authenticator {
     ) -> Result<Arc<Client>, AuthError> {
         let client = registry.clients.get(id);
         let hash = client.map(|c| c.secret_hash.clone());
-        self.verify(Kind::Client, registry.generation, id, hash, secret, source).await?;
+        self.verify(Kind::Client, id, hash, secret, source).await?;
         client.cloned().ok_or(AuthError::Invalid)
     }
 
@@ -107,34 +103,44 @@ impl Authenticator {
     ) -> Result<Arc<User>, AuthError> {
         let user = registry.users.get(username);
         let hash = user.map(|u| u.password_hash.clone());
-        self.verify(Kind::User, registry.generation, username, hash, password, source).await?;
+        self.verify(Kind::User, username, hash, password, source).await?;
         user.cloned().ok_or(AuthError::Invalid)
     }
 
-    /// Forgets cached successes (the clients file changed).
-    pub fn clear_cache(&self) {
-        self.cache.clear();
+    /// The clients file changed: drop ceiling state of ids that went away.
+    /// Cached successes stay: they name the stored hash they matched, so a
+    /// changed secret can no longer hit them, and unchanged clients stay proven.
+    pub fn clients_changed(&self) {
+        self.ceiling.shrink(Instant::now());
+    }
+
+    pub fn backoff_entries(&self) -> usize {
+        self.backoff.len()
     }
 
     async fn verify(
         &self,
         kind: Kind,
-        generation: u64,
         id: &str,
         hash: Option<SecretHash>,
         secret: Zeroizing<String>,
         source: IpAddr,
     ) -> Result<(), AuthError> {
-        let digest = self.cache.digest(kind.as_str(), generation, id, secret.as_bytes());
-        if hash.is_some() && self.cache.contains(&digest, Instant::now()) {
+        let digest = hash.as_ref().map(|h| self.cache.digest(kind.as_str(), h.as_str(), id, secret.as_bytes()));
+        if let Some(digest) = &digest
+            && self.cache.contains(digest, Instant::now())
+        {
             self.metrics.auth_cache_hits.inc();
             return Ok(());
         }
-        let id_key = format!("{}:{id}", kind.as_str());
-        let ip_key = source_key(source);
+        let pair = pair_key(kind.as_str(), id, source);
+        // Unknown ids have no ceiling: they never authenticate, the back-off
+        // still applies to them, and the map stays bounded by the clients file.
+        let ceiling_key = hash.is_some().then(|| format!("{}:{id}", kind.as_str()));
         let now = Instant::now();
-        if let Err(wait) = self.limiter.check(&id_key, now).and(self.limiter.check(&ip_key, now)) {
-            return Err(AuthError::Limited(wait));
+        self.backoff.check(&pair, now).map_err(AuthError::Limited)?;
+        if let Some(key) = &ceiling_key {
+            self.ceiling.check(key, now).map_err(AuthError::Limited)?;
         }
 
         let known = hash.is_some();
@@ -146,14 +152,21 @@ impl Authenticator {
                 .await
                 .map_err(|_| AuthError::Unavailable)?
         };
-        if ok && known {
-            self.cache.insert(digest, Instant::now());
-            return Ok(());
+        match digest {
+            Some(digest) if ok && known => {
+                self.cache.insert(digest, Instant::now());
+                self.backoff.record_success(&pair);
+                Ok(())
+            }
+            _ => {
+                let now = Instant::now();
+                self.backoff.record_failure(&pair, now);
+                if let Some(key) = &ceiling_key {
+                    self.ceiling.record_failure(key, now);
+                }
+                Err(AuthError::Invalid)
+            }
         }
-        let now = Instant::now();
-        self.limiter.record_failure(&id_key, now);
-        self.limiter.record_failure(&ip_key, now);
-        Err(AuthError::Invalid)
     }
 }
 

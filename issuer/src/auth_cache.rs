@@ -2,10 +2,12 @@
 //! requests cost a hash lookup instead of an Argon2 run.
 //!
 //! Entries are keyed by HMAC-SHA256, under a random key made at start-up, of
-//! (kind, clients-file generation, id, presented secret): the cache never holds
-//! a secret, a memory dump cannot be used to test guesses offline without the
-//! process key, and an entry stops matching as soon as the clients file
-//! changes. Only successes are stored; a failure always runs Argon2 again.
+//! (kind, stored hash, id, presented secret): the cache never holds a secret,
+//! a memory dump cannot be used to test guesses offline without the process
+//! key, and an entry matches only while the client's stored hash is the one
+//! the secret was verified against (Argon2 of the same secret and hash always
+//! gives the same answer), so editing other entries of the clients file keeps
+//! it. Only successes are stored; a failure always runs Argon2 again.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -30,9 +32,9 @@ impl AuthCache {
 
     /// The cache key of one presentation of credentials. Each field is length
     /// prefixed so no two different inputs share an encoding.
-    pub fn digest(&self, kind: &str, generation: u64, id: &str, secret: &[u8]) -> Digest {
+    pub fn digest(&self, kind: &str, stored_hash: &str, id: &str, secret: &[u8]) -> Digest {
         let mut ctx = hmac::Context::with_key(&self.key);
-        for field in [kind.as_bytes(), &generation.to_be_bytes(), id.as_bytes(), secret] {
+        for field in [kind.as_bytes(), stored_hash.as_bytes(), id.as_bytes(), secret] {
             ctx.update(&(field.len() as u64).to_be_bytes());
             ctx.update(field);
         }
@@ -60,7 +62,7 @@ impl AuthCache {
         entries.insert(digest, now + self.ttl);
     }
 
-    /// Forgets everything (the clients file changed).
+    /// Forgets everything.
     pub fn clear(&self) {
         self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
     }
@@ -82,16 +84,16 @@ mod tests {
     fn hits_expire_and_fields_do_not_run_together() {
         let cache = AuthCache::new(Duration::from_secs(60), 10).expect("cache");
         let now = Instant::now();
-        let d = cache.digest("client", 1, "a", b"secret");
+        let d = cache.digest("client", "h1", "a", b"secret");
         assert!(!cache.contains(&d, now));
         cache.insert(d, now);
         assert!(cache.contains(&d, now + Duration::from_secs(59)));
         assert!(!cache.contains(&d, now + Duration::from_secs(60)), "expired");
-        assert_ne!(d, cache.digest("client", 1, "as", b"ecret"), "length prefixes separate fields");
-        assert_ne!(d, cache.digest("client", 2, "a", b"secret"), "a new clients file invalidates");
-        assert_ne!(d, cache.digest("user", 1, "a", b"secret"));
+        assert_ne!(d, cache.digest("client", "h1", "as", b"ecret"), "length prefixes separate fields");
+        assert_ne!(d, cache.digest("client", "h2", "a", b"secret"), "a new stored hash invalidates");
+        assert_ne!(d, cache.digest("user", "h1", "a", b"secret"));
         let other = AuthCache::new(Duration::from_secs(60), 10).expect("cache");
-        assert_ne!(d, other.digest("client", 1, "a", b"secret"), "the key is per process");
+        assert_ne!(d, other.digest("client", "h1", "a", b"secret"), "the key is per process");
         cache.clear();
         assert!(!cache.contains(&d, now));
     }
@@ -101,10 +103,10 @@ mod tests {
         let cache = AuthCache::new(Duration::from_secs(60), 3).expect("cache");
         let now = Instant::now();
         for i in 0..10u8 {
-            cache.insert(cache.digest("client", 0, "a", &[i]), now);
+            cache.insert(cache.digest("client", "h", "a", &[i]), now);
             assert!(cache.len() <= 3);
         }
-        let last = cache.digest("client", 0, "a", &[9]);
+        let last = cache.digest("client", "h", "a", &[9]);
         assert!(cache.contains(&last, now), "the newest entry is kept");
     }
 }

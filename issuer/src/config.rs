@@ -43,6 +43,17 @@ pub struct ServeArgs {
     #[arg(long, env = "SIGIL_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
 
+    /// PEM certificate chain for HTTPS on --listen (e.g. tls.crt of a
+    /// kubernetes.io/tls Secret); re-read when it changes. With
+    /// --tls-key-file; without both, --listen serves plain HTTP (for a mesh
+    /// or ingress that terminates TLS in front of the issuer).
+    #[arg(long, env = "SIGIL_TLS_CERT_FILE", requires = "tls_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert-file (e.g. tls.key).
+    #[arg(long, env = "SIGIL_TLS_KEY_FILE", requires = "tls_cert_file")]
+    pub tls_key_file: Option<PathBuf>,
+
     /// Address of /healthz, /readyz and /metrics.
     #[arg(long, env = "SIGIL_ADMIN_LISTEN", default_value = "0.0.0.0:9090")]
     pub admin_listen: SocketAddr,
@@ -78,25 +89,39 @@ pub struct ServeArgs {
     pub jwks_max_age: Duration,
 
     /// How long a verified client secret or user password is remembered, so
-    /// repeated requests skip Argon2.
-    #[arg(long, env = "SIGIL_AUTH_CACHE_TTL", default_value = "1m", value_parser = duration)]
+    /// repeated requests skip Argon2 and are answered even while others fail
+    /// under the same id (an entry only matches the stored hash it was
+    /// verified against, so a changed secret never hits it).
+    #[arg(long, env = "SIGIL_AUTH_CACHE_TTL", default_value = "1h", value_parser = duration)]
     pub auth_cache_ttl: Duration,
 
     /// Most remembered authentications.
     #[arg(long, env = "SIGIL_AUTH_CACHE_SIZE", default_value_t = 10_000)]
     pub auth_cache_size: usize,
 
-    /// Failed authentications allowed per client id, username or source address
-    /// within --auth-failure-window before answering 429.
-    #[arg(long, env = "SIGIL_AUTH_FAILURE_LIMIT", default_value_t = 10)]
+    /// Failed authentications of one client id (or username) from one source
+    /// address before that pair backs off (1s, doubling per failure, up to
+    /// --auth-backoff-max). Other sources are not affected.
+    #[arg(long, env = "SIGIL_AUTH_FAILURE_LIMIT", default_value_t = 5)]
     pub auth_failure_limit: u32,
 
-    /// Window over which failed authentications are counted.
-    #[arg(long, env = "SIGIL_AUTH_FAILURE_WINDOW", default_value = "1m", value_parser = duration)]
-    pub auth_failure_window: Duration,
+    /// The longest back-off; a pair quiet this long after its back-off starts over.
+    #[arg(long, env = "SIGIL_AUTH_BACKOFF_MAX", default_value = "15m", value_parser = duration)]
+    pub auth_backoff_max: Duration,
+
+    /// Failed authentications per minute for one client id or username across
+    /// all sources before that id waits (unless its secret is already proven);
+    /// far above real traffic, it slows guesses spread over many addresses.
+    #[arg(long, env = "SIGIL_AUTH_FAILURES_PER_MINUTE", default_value_t = 600)]
+    pub auth_failures_per_minute: u32,
+
+    /// Most (client id or username, source) pairs whose failures are
+    /// remembered; when full, the pair that failed longest ago is forgotten.
+    #[arg(long, env = "SIGIL_AUTH_FAILURE_TABLE_SIZE", default_value_t = 100_000)]
+    pub auth_failure_table_size: usize,
 
     /// Proxies (IP addresses or CIDR ranges, comma-separated) whose
-    /// X-Forwarded-For is believed for per-address rate limits, e.g. the
+    /// X-Forwarded-For is believed for the back-off's source address, e.g. the
     /// ingress controller's pod range. Without it, the peer address is used.
     #[arg(long, env = "SIGIL_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<Cidr>,
@@ -105,6 +130,13 @@ pub struct ServeArgs {
     /// file-system event was missed.
     #[arg(long, env = "SIGIL_RELOAD_PERIOD", default_value = "30s", value_parser = duration)]
     pub reload_period: Duration,
+
+    /// After SIGTERM, how long to keep accepting requests while /readyz already
+    /// fails, so the endpoint is removed everywhere before the listener closes
+    /// (0s to stop at once). Keep it plus the 20s drain under the pod's
+    /// terminationGracePeriodSeconds.
+    #[arg(long, env = "SIGIL_SHUTDOWN_DELAY", default_value = "5s", value_parser = duration)]
+    pub shutdown_delay: Duration,
 
     /// Log format.
     #[arg(long, env = "SIGIL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
@@ -119,6 +151,8 @@ fn duration(s: &str) -> Result<Duration, String> {
 #[derive(Clone, Debug)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// Certificate and key files, when --listen serves HTTPS.
+    pub tls: Option<TlsFiles>,
     pub admin_listen: SocketAddr,
     pub key_dir: PathBuf,
     pub jwks_file: PathBuf,
@@ -130,9 +164,18 @@ pub struct Config {
     pub auth_cache_ttl: Duration,
     pub auth_cache_size: usize,
     pub auth_failure_limit: u32,
-    pub auth_failure_window: Duration,
+    pub auth_backoff_max: Duration,
+    pub auth_failures_per_minute: u32,
+    pub auth_failure_table_size: usize,
     pub trusted_proxies: Vec<Cidr>,
     pub reload_period: Duration,
+    pub shutdown_delay: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 impl ServeArgs {
@@ -146,17 +189,39 @@ impl ServeArgs {
             return Err(Error::Config("--audience must not be empty".into()));
         }
         validate_ttl("--token-ttl", self.token_ttl)?;
+        let tls = match (self.tls_cert_file, self.tls_key_file) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            _ => return Err(Error::Config("--tls-cert-file and --tls-key-file go together".into())),
+        };
+        // The discovery documents name the token endpoint under the issuer
+        // URL; with TLS on, an http:// URL would send clients' secrets to a
+        // port that does not speak it.
+        if tls.is_some() && !issuer_url.starts_with("https://") {
+            return Err(Error::Config(format!("--issuer-url {issuer_url:?} must be https:// when TLS is on")));
+        }
         if self.reload_period < Duration::from_secs(1) {
             return Err(Error::Config("--reload-period must be at least 1s".into()));
         }
-        if self.auth_failure_limit == 0 || self.auth_failure_window.is_zero() {
-            return Err(Error::Config("--auth-failure-limit and --auth-failure-window must be positive".into()));
+        if self.auth_failure_limit == 0 || self.auth_backoff_max < Duration::from_secs(1) {
+            return Err(Error::Config(
+                "--auth-failure-limit must be positive and --auth-backoff-max at least 1s".into(),
+            ));
+        }
+        if self.auth_failures_per_minute == 0 || self.auth_failure_table_size == 0 {
+            return Err(Error::Config(
+                "--auth-failures-per-minute and --auth-failure-table-size must be positive".into(),
+            ));
+        }
+        if self.shutdown_delay > Duration::from_secs(60) {
+            return Err(Error::Config("--shutdown-delay must be at most 60s".into()));
         }
         if self.auth_cache_size == 0 || self.auth_cache_ttl.is_zero() {
             return Err(Error::Config("--auth-cache-size and --auth-cache-ttl must be positive".into()));
         }
         Ok(Config {
             listen: self.listen,
+            tls,
             admin_listen: self.admin_listen,
             key_dir: self.key_dir.ok_or_else(|| missing("key-dir"))?,
             jwks_file: self.jwks_file.ok_or_else(|| missing("jwks-file"))?,
@@ -168,9 +233,12 @@ impl ServeArgs {
             auth_cache_ttl: self.auth_cache_ttl,
             auth_cache_size: self.auth_cache_size,
             auth_failure_limit: self.auth_failure_limit,
-            auth_failure_window: self.auth_failure_window,
+            auth_backoff_max: self.auth_backoff_max,
+            auth_failures_per_minute: self.auth_failures_per_minute,
+            auth_failure_table_size: self.auth_failure_table_size,
             trusted_proxies: self.trusted_proxies,
             reload_period: self.reload_period,
+            shutdown_delay: self.shutdown_delay,
         })
     }
 }
@@ -250,11 +318,21 @@ mod tests {
             ("--token-ttl=48h", "--token-ttl"),
             ("--audience= ", "--audience"),
             ("--auth-failure-limit=0", "--auth-failure-limit"),
+            ("--auth-failures-per-minute=0", "--auth-failures-per-minute"),
+            ("--auth-failure-table-size=0", "--auth-failure-table-size"),
+            ("--shutdown-delay=5m", "--shutdown-delay"),
+            ("--issuer-url=http://issuer.example", "must be https://"),
         ] {
-            let err = parse(&[arg]).expect("clap accepts").serve.validate().expect_err(arg).to_string();
+            let tls = ["--tls-cert-file=/t/tls.crt", "--tls-key-file=/t/tls.key"];
+            let args: Vec<&str> = if needle == "must be https://" { [&[arg][..], &tls].concat() } else { vec![arg] };
+            let err = parse(&args).expect("clap accepts").serve.validate().expect_err(arg).to_string();
             assert!(err.contains(needle), "{arg}: {err}");
         }
         assert!(parse(&["--token-ttl=soon"]).is_err());
+        assert!(parse(&["--tls-cert-file=/t/tls.crt"]).is_err(), "a certificate needs its key");
+        let tls = parse(&["--tls-cert-file=/t/tls.crt", "--tls-key-file=/t/tls.key"]).expect("parse");
+        assert!(tls.serve.validate().expect("https issuer").tls.is_some());
+        assert!(parse(&["--issuer-url=http://issuer.example"]).expect("parse").serve.validate().is_ok(), "plain HTTP");
     }
 
     #[test]

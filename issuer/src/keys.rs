@@ -9,10 +9,11 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use sigil_api::contract::{self, SecretKeys};
+use sigil_api::contract::{self, ContractError, SecretKeys};
 use sigil_api::jwk::b64;
 use sigil_api::{Algorithm, JwkSet, PrivateKey};
 use zeroize::Zeroizing;
@@ -99,8 +100,11 @@ pub struct KeyState {
     pub signer: Option<Arc<Signer>>,
     pub jwks: Arc<Jwks>,
     /// The kid the Secret currently names; differs from the signer's while
-    /// the JWKS does not publish it yet.
+    /// the JWKS does not publish it yet. Empty while the Secret has no active key.
     pub secret_kid: String,
+    /// The SigningKey's maximum token lifetime, when the Secret carries one:
+    /// its `retain` covers tokens this long, so none may live longer.
+    pub max_token_lifetime: Option<Duration>,
 }
 
 impl KeyState {
@@ -123,12 +127,39 @@ pub fn decide(secret: SecretKeys, jwks: Arc<Jwks>, previous: Option<&Arc<Signer>
     } else {
         previous.filter(|prev| jwks.publishes(prev.kid())).cloned()
     };
-    KeyState { signer, jwks, secret_kid }
+    KeyState { signer, jwks, secret_kid, max_token_lifetime: None }
+}
+
+/// One consistent read of the Secret's volume.
+#[derive(Debug)]
+pub struct SecretVolume {
+    pub keys: SecretKeys,
+    pub max_token_lifetime: Option<Duration>,
+}
+
+/// Whether `e` means the Secret has no active key yet (e.g. the first version
+/// the kubelet mounts holds only `next.pem`): wait for it, not ready. An
+/// active key with a file missing beside it is broken, not early, and stays
+/// an error.
+fn is_incomplete(e: &Error) -> bool {
+    matches!(e, Error::Keys { source: ContractError::Missing(name), .. } if *name == contract::PRIVATE_KEY)
+}
+
+/// Parses the `max-token-lifetime` entry: a Go duration of at least 1s.
+fn parse_max_token_lifetime(dir: &Path, bytes: &[u8]) -> Result<Duration> {
+    let path = dir.join(contract::MAX_TOKEN_LIFETIME);
+    let bad = |reason: String| Error::File { path: path.clone(), reason };
+    let text = std::str::from_utf8(bytes).map_err(|_| bad("not UTF-8 text".into()))?.trim();
+    let lifetime = sigil_api::duration::parse(text).map_err(|e| bad(format!("{text:?}: {e}")))?;
+    if lifetime < Duration::from_secs(1) {
+        return Err(bad(format!("{text:?} is shorter than 1s")));
+    }
+    Ok(lifetime)
 }
 
 /// Reads the Secret's files from `dir`. A missing file is absent (the contract
 /// decides whether that is allowed); any other read error names the file.
-pub fn read_secret(dir: &Path) -> Result<SecretKeys> {
+pub fn read_secret(dir: &Path) -> Result<SecretVolume> {
     if !dir.is_dir() {
         return Err(Error::File { path: dir.to_path_buf(), reason: "not a directory".into() });
     }
@@ -144,8 +175,11 @@ pub fn read_secret(dir: &Path) -> Result<SecretKeys> {
             break files;
         }
     };
-    SecretKeys::parse(|name| files.get(name).map(|b| b.as_slice()))
-        .map_err(|source| Error::Keys { dir: dir.to_path_buf(), source })
+    let keys = SecretKeys::parse(|name| files.get(name).map(|b| b.as_slice()))
+        .map_err(|source| Error::Keys { dir: dir.to_path_buf(), source })?;
+    let max_token_lifetime =
+        files.get(contract::MAX_TOKEN_LIFETIME).map(|b| parse_max_token_lifetime(dir, b)).transpose()?;
+    Ok(SecretVolume { keys, max_token_lifetime })
 }
 
 fn read_secret_files(dir: &Path) -> Result<BTreeMap<&'static str, Zeroizing<Vec<u8>>>> {
@@ -157,6 +191,7 @@ fn read_secret_files(dir: &Path) -> Result<BTreeMap<&'static str, Zeroizing<Vec<
         contract::NEXT_PRIVATE_KEY,
         contract::NEXT_KID,
         contract::NEXT_ALG,
+        contract::MAX_TOKEN_LIFETIME,
     ] {
         let path = dir.join(name);
         match std::fs::read(&path) {
@@ -196,11 +231,25 @@ pub struct Keys {
 
 impl Keys {
     /// First load. Bad key material or JWKS is an error naming the file; an
-    /// unpublished key is not (the issuer starts unready and waits).
+    /// unpublished key is not, and neither is a Secret without an active key
+    /// yet: the issuer starts unready and waits for a reload to bring one.
     pub fn load(key_dir: &Path, jwks_file: &Path) -> Result<Keys> {
-        let secret = read_secret(key_dir)?;
+        // The key directory first: its problems are the ones to report first.
+        let volume = match read_secret(key_dir) {
+            Ok(volume) => Some(volume),
+            Err(e) if is_incomplete(&e) => {
+                tracing::warn!(error = %e, "the signing-key Secret is incomplete; not ready until it is complete");
+                None
+            }
+            Err(e) => return Err(e),
+        };
         let jwks = Arc::new(read_jwks(jwks_file)?);
-        let state = decide(secret, jwks, None);
+        let state = match volume {
+            Some(volume) => {
+                KeyState { max_token_lifetime: volume.max_token_lifetime, ..decide(volume.keys, jwks, None) }
+            }
+            None => KeyState { signer: None, jwks, secret_kid: String::new(), max_token_lifetime: None },
+        };
         log_state(&state);
         Ok(Keys {
             key_dir: key_dir.to_path_buf(),
@@ -225,13 +274,23 @@ impl Keys {
         let jwks_changed = bytes != old.jwks.bytes;
         let jwks = if jwks_changed { Arc::new(Jwks::parse(&self.jwks_file, bytes)?) } else { old.jwks.clone() };
         let (new, secret_error) = match read_secret(&self.key_dir) {
-            Ok(secret) => (decide(secret, jwks, old.signer.as_ref()), None),
+            Ok(volume) => (
+                KeyState {
+                    max_token_lifetime: volume.max_token_lifetime,
+                    ..decide(volume.keys, jwks, old.signer.as_ref())
+                },
+                None,
+            ),
             Err(e) => {
                 let signer = old.signer.clone().filter(|s| jwks.publishes(s.kid()));
-                (KeyState { signer, jwks, secret_kid: old.secret_kid.clone() }, Some(e))
+                let max_token_lifetime = old.max_token_lifetime;
+                (KeyState { signer, jwks, secret_kid: old.secret_kid.clone(), max_token_lifetime }, Some(e))
             }
         };
         let signer_changed = new.signer.as_ref().map(|s| s.kid()) != old.signer.as_ref().map(|s| s.kid());
+        if new.max_token_lifetime != old.max_token_lifetime {
+            tracing::info!(max_token_lifetime = ?new.max_token_lifetime, "maximum token lifetime changed");
+        }
         if signer_changed || jwks_changed || new.secret_kid != old.secret_kid {
             log_state(&new);
         }

@@ -2,7 +2,7 @@
 //! access tokens (RFC 9068) for OAuth clients (RFC 6749 client credentials and
 //! password grants). Verifiers use the JWKS it serves.
 //!
-//! Modules, outside in: [`config`] (flags), [`server`] (wiring), [`routes`]
+//! Modules, outside in: [`config`] (flags), [`server`] (wiring) with [`tls`], [`routes`]
 //! (HTTP) with [`token_request`] (parsing), [`auth`] with [`auth_cache`] and [`rate_limit`] (who is asking),
 //! [`scope`] (what they get), [`token`] and [`keys`] (signing), [`clients`] and
 //! [`password`] (the clients file), [`state`] (reloads), [`metrics`].
@@ -21,6 +21,7 @@ pub mod routes;
 pub mod scope;
 pub mod server;
 pub mod state;
+pub mod tls;
 pub mod token;
 pub mod token_request;
 

@@ -23,6 +23,7 @@ use crate::scope::{self, ScopeError};
 use crate::state::AppState;
 use crate::token::{self, Grant};
 use crate::token_request::{self, TokenRequest};
+use sigil_api::subject::{SubjectKind, subject as subject_of};
 use sigil_runtime::client_ip;
 
 /// Token requests are a handful of short parameters; anything bigger is not one.
@@ -97,18 +98,19 @@ async fn authorize(state: &AppState, request: TokenRequest, source: IpAddr) -> R
         return Err(OAuthError::UnauthorizedClient);
     }
     let (subject, allowed) = match request.user {
-        None => (client.id.clone(), client.scopes.clone()),
+        None => (subject_of(SubjectKind::Client, &client.id), client.scopes.clone()),
         Some((username, password)) => {
             let user = state.auth.user(&registry, &username, password, source).await.map_err(|e| match e {
                 AuthError::Invalid => {
-                    tracing::info!(client_id = %client.id, %username, %source, "user authentication failed");
+                    // Never the username: users type passwords into that field.
+                    tracing::info!(client_id = %client.id, %source, "user authentication failed");
                     OAuthError::InvalidGrant
                 }
                 AuthError::Limited(wait) => OAuthError::TooManyFailures(wait),
                 AuthError::Unavailable => OAuthError::ServerError,
             })?;
             // The token carries what both the user and the client may do.
-            (user.username.clone(), user.scopes.intersection(&client.scopes).cloned().collect())
+            (subject_of(SubjectKind::User, &user.username), user.scopes.intersection(&client.scopes).cloned().collect())
         }
     };
     let scopes = scope::grant(request.scope.as_deref(), &allowed).map_err(|e| match e {
@@ -123,7 +125,10 @@ fn mint(state: &AppState, granted: &Granted) -> Result<Response, OAuthError> {
     let keys = state.keys.current();
     let signer = keys.signer.as_ref().ok_or(OAuthError::Unavailable)?;
     let (settings, client) = (&state.settings, &granted.client);
-    let ttl = client.ttl.unwrap_or(settings.token_ttl);
+    // The SigningKey's maximum lifetime caps whatever the client or flag says:
+    // its retired keys stay published only that long.
+    let configured = client.ttl.unwrap_or(settings.token_ttl);
+    let ttl = keys.max_token_lifetime.map_or(configured, |cap| configured.min(cap));
     let claims = Grant {
         issuer: &settings.issuer_url,
         subject: &granted.subject,

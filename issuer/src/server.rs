@@ -24,6 +24,7 @@ use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::routes;
 use crate::state::AppState;
+use crate::tls::Stream;
 
 /// Loads and validates every input. Nothing is bound yet, so a bad file stops
 /// the process before it ever accepts a connection.
@@ -56,12 +57,32 @@ pub async fn serve(
         spawn_watch(&config.jwks_file, config.reload_period, state.clone(), Source::Keys)?,
         spawn_watch(&config.clients_file, config.reload_period, state.clone(), Source::Clients)?,
     ];
+    let mut watchers = Vec::from(watchers);
+    if let Some(tls) = &config.tls {
+        // cert-manager and the kubelet replace both files in one swap; either event re-reads the pair.
+        watchers.push(spawn_watch(&tls.cert, config.reload_period, state.clone(), Source::Tls)?);
+        watchers.push(spawn_watch(&tls.key, config.reload_period, state.clone(), Source::Tls)?);
+    }
+    let acceptor = match &state.tls {
+        Some(store) => Some(tokio_rustls::TlsAcceptor::from(store.server_config()?)),
+        None => None,
+    };
     let admin = tokio::spawn(admin::serve(admin_listener, registry, state.readiness.clone(), stopped()));
+    let delay = config.shutdown_delay;
+    let draining = state.clone();
     tokio::spawn(async move {
         shutdown.await;
+        // Endpoints (kube-proxy, ingresses, meshes) notice a pod leaving only
+        // after a while; keep accepting meanwhile, already not ready, so no
+        // request routed here in that window finds the port closed.
+        draining.begin_shutdown();
+        if !delay.is_zero() {
+            tracing::info!(delay = ?delay, "shutting down: not ready, serving on while endpoints are removed");
+            tokio::time::sleep(delay).await;
+        }
         let _ = stop_tx.send(true);
     });
-    serve_http(listener, routes::app(state), stopped()).await;
+    serve_http(listener, acceptor, routes::app(state), stopped()).await;
     for w in watchers {
         w.abort();
     }
@@ -78,10 +99,15 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// kubelet's default grace period is 30s.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Serves `app` over HTTP/1.1 and HTTP/2 (h2c) until `shutdown`, then lets
+/// Serves `app` over HTTP/1.1 and HTTP/2 (h2c, or h2 over TLS) until `shutdown`, then lets
 /// open requests finish. Each request carries its peer address as
 /// `ConnectInfo`, which the rate limiter keys on.
-async fn serve_http(listener: TcpListener, app: Router, shutdown: impl Future<Output = ()>) {
+async fn serve_http(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    app: Router,
+    shutdown: impl Future<Output = ()>,
+) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
     sigil_runtime::serve::connections(listener, shutdown, DRAIN_TIMEOUT, move |stream, remote| {
@@ -90,7 +116,7 @@ async fn serve_http(listener: TcpListener, app: Router, shutdown: impl Future<Ou
             request.extensions_mut().insert(ConnectInfo(remote));
             app.clone().oneshot(request.map(Body::new))
         });
-        builder.serve_connection(TokioIo::new(stream), service).into_owned()
+        builder.serve_connection(TokioIo::new(Stream::accept(stream, tls.as_ref())), service).into_owned()
     })
     .await;
 }
@@ -103,6 +129,7 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
 enum Source {
     Keys,
     Clients,
+    Tls,
 }
 
 fn spawn_watch(
@@ -121,6 +148,7 @@ fn spawn_watch(
             let result = tokio::task::spawn_blocking(move || match source {
                 Source::Keys => state.reload_keys(),
                 Source::Clients => state.reload_clients(),
+                Source::Tls => state.reload_tls(),
             })
             .await;
             match result {

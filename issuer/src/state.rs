@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -27,6 +27,8 @@ pub struct Settings {
 
 pub struct AppState {
     pub settings: Settings,
+    /// The token port's certificate, when it serves HTTPS.
+    pub tls: Option<Arc<crate::tls::CertStore>>,
     pub keys: Keys,
     pub auth: Authenticator,
     pub metrics: Metrics,
@@ -35,18 +37,29 @@ pub struct AppState {
     clients: ArcSwap<Registry>,
     generation: AtomicU64,
     reloading_clients: std::sync::Mutex<()>,
+    /// Set at SIGTERM: readiness stays false whatever a late reload finds.
+    stopping: AtomicBool,
 }
 
 impl AppState {
     /// Loads every file once. Any error here names its file and stops start-up.
     pub fn load(config: &Config, metrics: Metrics, readiness: Readiness) -> Result<AppState> {
         let keys = Keys::load(&config.key_dir, &config.jwks_file)?;
+        let tls =
+            config.tls.as_ref().map(|t| crate::tls::CertStore::load(&t.cert, &t.key).map(Arc::new)).transpose()?;
         let clients = Registry::load(&config.clients_file, 0)?;
         let auth = Authenticator::new(
             config.auth_cache_ttl,
             config.auth_cache_size,
-            config.auth_failure_limit,
-            config.auth_failure_window,
+            crate::auth::Limits {
+                backoff: crate::rate_limit::Policy {
+                    free: config.auth_failure_limit,
+                    max: config.auth_backoff_max,
+                    capacity: config.auth_failure_table_size,
+                },
+                ceiling: std::num::NonZeroU32::new(config.auth_failures_per_minute)
+                    .ok_or_else(|| Error::Config("--auth-failures-per-minute must be positive".into()))?,
+            },
             metrics.clone(),
         )
         .map_err(Error::Config)?;
@@ -58,6 +71,7 @@ impl AppState {
                 jwks_max_age: config.jwks_max_age,
                 trusted_proxies: config.trusted_proxies.clone(),
             },
+            tls,
             keys,
             auth,
             metrics,
@@ -66,6 +80,7 @@ impl AppState {
             clients: ArcSwap::from_pointee(clients),
             generation: AtomicU64::new(0),
             reloading_clients: std::sync::Mutex::new(()),
+            stopping: AtomicBool::new(false),
         };
         state.observe_keys(&state.keys.current());
         Ok(state)
@@ -87,6 +102,17 @@ impl AppState {
         result.map(|_| ())
     }
 
+    /// Re-reads the TLS certificate and key; on error the old pair stays.
+    pub fn reload_tls(&self) -> Result<()> {
+        let Some(tls) = &self.tls else { return Ok(()) };
+        let result = tls.reload();
+        self.metrics.reload("tls", &result);
+        if let Ok(true) = result {
+            tracing::info!(file = %tls.cert_file().display(), "TLS certificate reloaded");
+        }
+        result.map(|_| ())
+    }
+
     /// Re-reads the clients file; on error the old clients stay.
     pub fn reload_clients(&self) -> Result<()> {
         let _one_at_a_time = self.reloading_clients.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -100,14 +126,20 @@ impl AppState {
         }
         tracing::info!(clients = registry.clients.len(), users = registry.users.len(), "clients file reloaded");
         self.clients.store(Arc::new(registry));
-        // Entries of the old generation can no longer match; free them now.
-        self.auth.clear_cache();
+        self.auth.clients_changed();
         Ok(())
+    }
+
+    /// Shutdown has begun: report not ready from now on, so the endpoint is
+    /// removed while requests are still served.
+    pub fn begin_shutdown(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.readiness.set(false);
     }
 
     fn observe_keys(&self, keys: &KeyState) {
         self.metrics.observe_keys(keys);
-        self.readiness.set(keys.signer.is_some());
+        self.readiness.set(keys.signer.is_some() && !self.stopping.load(Ordering::SeqCst));
     }
 }
 

@@ -149,7 +149,7 @@ async fn client_credentials_with_basic_auth_issues_an_rfc_9068_token() {
     assert_eq!(body["expires_in"], 900);
     assert_eq!(body["scope"], "orders.read orders.write");
     let claims = h.verify(body["access_token"].as_str().expect("token"), AUDIENCE).await;
-    assert_eq!(claims["sub"], "svc");
+    assert_eq!(claims["sub"], "client:svc");
     assert_eq!(claims["client_id"], "svc");
     assert_eq!(claims["scope"], "orders.read orders.write");
     assert_eq!(claims["exp"].as_u64().expect("exp") - claims["iat"].as_u64().expect("iat"), 900);
@@ -167,7 +167,7 @@ async fn form_client_auth_and_per_client_audience_and_ttl() {
     assert_eq!(reply.json()["expires_in"], 30);
     let claims = h.verify(reply.json()["access_token"].as_str().expect("token"), "other-api").await;
     assert_eq!(claims["aud"], "other-api");
-    assert_eq!(claims["sub"], "short");
+    assert_eq!(claims["sub"], "client:short");
 }
 
 #[tokio::test]
@@ -306,7 +306,7 @@ async fn password_grant_gives_the_user_the_scopes_both_may_have() {
     // alice has orders.write too, but the app client may not ask for it.
     assert_eq!(reply.json()["scope"], "orders.read profile");
     let claims = h.verify(reply.json()["access_token"].as_str().expect("token"), AUDIENCE).await;
-    assert_eq!(claims["sub"], "alice");
+    assert_eq!(claims["sub"], "user:alice");
     assert_eq!(claims["client_id"], "app");
     let reply = h.token("grant_type=password&username=alice&password=alice-password&scope=orders.write", app).await;
     assert_eq!(reply.error(), "invalid_scope");
@@ -317,7 +317,7 @@ async fn password_grant_gives_the_user_the_scopes_both_may_have() {
 }
 
 #[tokio::test]
-async fn a_cached_success_skips_argon2_and_a_clients_change_clears_it() {
+async fn a_cached_success_skips_argon2_and_a_changed_secret_misses_it() {
     let h = Harness::new(Algorithm::ES256);
     let argon2 = || h.metric("sigil_issuer_argon2_verifications_total");
     let svc = Some(("svc", "svc-secret"));
@@ -334,10 +334,16 @@ async fn a_cached_success_skips_argon2_and_a_clients_change_clears_it() {
     h.token("grant_type=client_credentials", Some(("svc", "wrong"))).await;
     assert_eq!(argon2(), 3.0);
 
-    // An unchanged clients file keeps the cache; a changed one drops it.
+    // An unchanged clients file keeps the cache, and so does an edit of other
+    // entries; a changed secret hash no longer matches the cached success.
     h.state.reload_clients().expect("reload");
     assert_eq!(h.token("grant_type=client_credentials", svc).await.status, StatusCode::OK);
     assert_eq!(argon2(), 3.0);
+    let edited = support::default_clients().replace("ttl: 30s", "ttl: 40s");
+    support::write_clients(&h.fixture.clients_file(), &edited);
+    h.state.reload_clients().expect("reload");
+    assert_eq!(h.token("grant_type=client_credentials", svc).await.status, StatusCode::OK);
+    assert_eq!(argon2(), 3.0, "an edit of another client keeps svc proven");
     let rotated = support::default_clients().replace(&support::cheap_hash("svc-secret"), &support::cheap_hash("new"));
     support::write_clients(&h.fixture.clients_file(), &rotated);
     h.state.reload_clients().expect("reload");
@@ -347,61 +353,240 @@ async fn a_cached_success_skips_argon2_and_a_clients_change_clears_it() {
     assert_eq!(h.token("grant_type=client_credentials", Some(("svc", "new"))).await.status, StatusCode::OK);
 }
 
-#[tokio::test]
-async fn failed_authentications_are_rate_limited_per_client_and_per_address() {
-    let h = Harness::with(Fixture::new(Algorithm::ES256), |c| c.auth_failure_limit = 3);
-    let form = "grant_type=client_credentials";
-    // Warm the cache for the real client from its own address.
-    assert_eq!(h.token_from(form, Some(("svc", "svc-secret")), "192.0.2.10").await.status, StatusCode::OK);
+const CC: &str = "grant_type=client_credentials";
 
-    // An attacker guesses svc's secret from several addresses.
-    for ip in ["198.51.100.1", "198.51.100.2", "198.51.100.3"] {
-        assert_eq!(h.token_from(form, Some(("svc", "guess")), ip).await.error(), "invalid_client");
+/// Finding 1: knowing a client id must not be enough to lock that client out.
+/// An attacker hammers `svc` from one address; the real client, never seen
+/// before on this replica (no cached success), keeps getting tokens from its own.
+#[tokio::test]
+async fn lockout_by_anyone_an_attacker_on_one_address_does_not_stop_the_client_on_another() {
+    let h = Harness::with(Fixture::new(Algorithm::ES256), |c| c.auth_failure_limit = 3);
+    for _ in 0..3 {
+        assert_eq!(h.token_from(CC, Some(("svc", "guess")), "198.51.100.1").await.error(), "invalid_client");
     }
     let argon2_before = h.metric("sigil_issuer_argon2_verifications_total");
-    let limited = h.token_from(form, Some(("svc", "guess")), "198.51.100.4").await;
-    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
-    let retry: u64 = limited.headers[header::RETRY_AFTER].to_str().expect("ascii").parse().expect("seconds");
-    assert!((1..=60).contains(&retry), "{retry}");
-    assert_eq!(h.metric("sigil_issuer_argon2_verifications_total"), argon2_before, "no Argon2 work when limited");
-    // The right secret is limited too, unless it was verified recently.
-    let uncached = h.token_from(form, Some(("svc", "svc-secret ")), "192.0.2.10").await;
-    assert_eq!(uncached.status, StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(h.token_from(form, Some(("svc", "svc-secret")), "192.0.2.10").await.status, StatusCode::OK);
-
-    // One address guessing at many clients is limited by address.
-    for id in ["a", "b", "c"] {
-        assert_eq!(h.token_from(form, Some((id, "x")), "203.0.113.9").await.error(), "invalid_client");
+    for _ in 0..20 {
+        let limited = h.token_from(CC, Some(("svc", "guess")), "198.51.100.1").await;
+        assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
+        let retry: u64 = limited.headers[header::RETRY_AFTER].to_str().expect("ascii").parse().expect("seconds");
+        assert_eq!(retry, 1, "the first back-off is one second");
+        // Even the right secret waits out the back-off from the failing pair.
+        let right = h.token_from(CC, Some(("svc", "svc-secret")), "198.51.100.1").await;
+        assert_eq!(right.status, StatusCode::TOO_MANY_REQUESTS);
     }
-    assert_eq!(h.token_from(form, Some(("short", "x")), "203.0.113.9").await.status, StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(h.token_from(form, Some(("short", "x")), "203.0.113.10").await.error(), "invalid_client");
-    assert!(h.metrics().contains(r#"sigil_issuer_token_failures_total{reason="rate_limited"} 3"#));
-
-    // Users are limited by username.
+    assert_eq!(h.metric("sigil_issuer_argon2_verifications_total"), argon2_before, "no Argon2 work when limited");
+    assert_eq!(h.metric("sigil_issuer_auth_cache_hits_total"), 0.0, "the real client is not cached yet");
+    for _ in 0..3 {
+        assert_eq!(h.token_from(CC, Some(("svc", "svc-secret")), "192.0.2.10").await.status, StatusCode::OK);
+    }
+    // The same holds for users: alice is guessed at from one address and logs in from another.
     let app = Some(("app", "app-secret"));
     for _ in 0..3 {
-        let r = h.token_from("grant_type=password&username=alice&password=x", app, "192.0.2.20").await;
+        let r = h.token_from("grant_type=password&username=alice&password=x", app, "198.51.100.1").await;
         assert_eq!(r.error(), "invalid_grant");
     }
-    let r = h.token_from("grant_type=password&username=alice&password=alice-password", app, "192.0.2.21").await;
+    let r = h.token_from("grant_type=password&username=alice&password=x", app, "198.51.100.1").await;
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    let r = h.token_from("grant_type=password&username=alice&password=alice-password", app, "192.0.2.21").await;
+    assert_eq!(r.status, StatusCode::OK);
 }
 
+/// Finding 1, behind one proxy peer (an ingress without --trusted-proxies, a
+/// mesh proxy, NodePort SNAT): everyone arrives from 192.0.2.1. An address
+/// alone is never a key, so other clients are untouched; the attacked client
+/// keeps working once it has authenticated on this replica; and with
+/// --trusted-proxies each forwarded address is its own source.
 #[tokio::test]
-async fn behind_a_trusted_proxy_each_forwarded_client_is_limited_on_its_own() {
+async fn lockout_by_anyone_everyone_behind_one_proxy_peer() {
+    let h = Harness::with(Fixture::new(Algorithm::ES256), |c| c.auth_failure_limit = 2);
+    let peer = "192.0.2.1";
+    assert_eq!(h.token_from(CC, Some(("svc", "svc-secret")), peer).await.status, StatusCode::OK);
+    for _ in 0..2 {
+        assert_eq!(h.token_from(CC, Some(("svc", "guess")), peer).await.error(), "invalid_client");
+    }
+    assert_eq!(h.token_from(CC, Some(("svc", "guess")), peer).await.status, StatusCode::TOO_MANY_REQUESTS);
+    // The real svc, through the same peer, is answered from its proven secret.
+    for _ in 0..5 {
+        assert_eq!(h.token_from(CC, Some(("svc", "svc-secret")), peer).await.status, StatusCode::OK);
+    }
+    // Guessing at many ids from the peer does not lock out a client it never targeted.
+    for id in ["a", "b", "c", "d"] {
+        assert_eq!(h.token_from(CC, Some((id, "x")), peer).await.error(), "invalid_client");
+    }
+    assert_eq!(h.token_from(CC, Some(("short", "short-secret")), peer).await.status, StatusCode::OK);
+
+    // With the proxy trusted, forwarded addresses are the sources: the attacker
+    // at .7 backs off, the real client at .8 (cold cache) does not; the
+    // attacker's forged left-most 6.6.6.6 is ignored.
     let h = Harness::with(Fixture::new(Algorithm::ES256), |c| {
         c.auth_failure_limit = 2;
         c.trusted_proxies = vec!["192.0.2.0/24".parse().expect("cidr")];
     });
-    let form = "grant_type=client_credentials";
-    for id in ["a", "b"] {
-        assert_eq!(h.token_via_proxy(form, Some((id, "x")), "198.51.100.7").await.error(), "invalid_client");
+    for _ in 0..2 {
+        assert_eq!(h.token_via_proxy(CC, Some(("svc", "x")), "198.51.100.7").await.error(), "invalid_client");
     }
-    let limited = h.token_via_proxy(form, Some(("c", "x")), "198.51.100.7").await;
+    let limited = h.token_via_proxy(CC, Some(("svc", "x")), "198.51.100.7").await;
     assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
-    // Another client behind the same proxy is not affected (the forged 6.6.6.6 is ignored).
-    let other = h.token_via_proxy(form, Some(("svc", "svc-secret")), "198.51.100.8").await;
+    let other = h.token_via_proxy(CC, Some(("svc", "svc-secret")), "198.51.100.8").await;
     assert_eq!(other.status, StatusCode::OK);
+}
+
+/// Finding 1, a full table: new pairs are still counted (the oldest entry is
+/// evicted), so filling the table does not switch the limiter off.
+#[tokio::test]
+async fn lockout_by_anyone_a_full_table_still_counts_new_pairs() {
+    let h = Harness::with(Fixture::new(Algorithm::ES256), |c| {
+        c.auth_failure_limit = 2;
+        c.auth_failure_table_size = 4;
+    });
+    for i in 0..10 {
+        let r = h.token_from(CC, Some((&format!("junk-{i}"), "x")), &format!("203.0.113.{i}")).await;
+        assert_eq!(r.error(), "invalid_client");
+        assert!(h.state.auth.backoff_entries() <= 4);
+    }
+    assert_eq!(h.state.auth.backoff_entries(), 4, "the table is full");
+    for _ in 0..2 {
+        assert_eq!(h.token_from(CC, Some(("svc", "x")), "198.51.100.9").await.error(), "invalid_client");
+    }
+    let limited = h.token_from(CC, Some(("svc", "x")), "198.51.100.9").await;
+    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS, "a new pair is counted in a full table");
+    assert_eq!(h.state.auth.backoff_entries(), 4);
+    assert_eq!(h.token_from(CC, Some(("svc", "svc-secret")), "192.0.2.10").await.status, StatusCode::OK);
+}
+
+/// Finding 1, guesses spread over many addresses: the per-id ceiling stops
+/// them once they exceed the quota, a client whose secret is proven is still
+/// answered, and correct secrets never use up the quota.
+#[tokio::test]
+async fn lockout_by_anyone_the_per_client_ceiling_stops_guesses_from_many_addresses() {
+    let h = Harness::with(Fixture::new(Algorithm::ES256), |c| c.auth_failures_per_minute = 3);
+    assert_eq!(h.token_from(CC, Some(("svc", "svc-secret")), "192.0.2.10").await.status, StatusCode::OK);
+    for i in 1..=4 {
+        let r = h.token_from(CC, Some(("svc", "guess")), &format!("198.51.100.{i}")).await;
+        assert_eq!(r.error(), "invalid_client", "guess {i}");
+    }
+    let argon2_before = h.metric("sigil_issuer_argon2_verifications_total");
+    let r = h.token_from(CC, Some(("svc", "guess")), "198.51.100.5").await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(r.headers.contains_key(header::RETRY_AFTER));
+    assert_eq!(h.metric("sigil_issuer_argon2_verifications_total"), argon2_before);
+    assert_eq!(h.token_from(CC, Some(("svc", "svc-secret")), "192.0.2.10").await.status, StatusCode::OK);
+    assert_eq!(h.token_from(CC, Some(("short", "short-secret")), "198.51.100.6").await.status, StatusCode::OK);
+    assert!(h.metrics().contains(r#"sigil_issuer_token_failures_total{reason="rate_limited"} 1"#));
+
+    // Correct secrets that each run Argon2 (no cache: a cold replica's burst)
+    // never use up the quota.
+    let cold = Harness::with(Fixture::new(Algorithm::ES256), |c| {
+        c.auth_failures_per_minute = 3;
+        c.auth_cache_ttl = std::time::Duration::from_nanos(1);
+    });
+    for i in 1..=8 {
+        let r = cold.token_from(CC, Some(("svc", "svc-secret")), &format!("192.0.2.{i}")).await;
+        assert_eq!(r.status, StatusCode::OK, "request {i}");
+    }
+    assert_eq!(cold.metric("sigil_issuer_argon2_verifications_total"), 8.0, "every request was a cold check");
+}
+
+/// Finding 3: a client and a user of the same name get different subjects.
+#[tokio::test]
+async fn subjects_of_clients_and_users_cannot_collide() {
+    let fixture = Fixture::new(Algorithm::ES256);
+    let clients = format!(
+        "clients:\n  - id: billing\n    secretHash: \"{c}\"\n    grantTypes: [client_credentials, password]\nusers:\n  - username: billing\n    passwordHash: \"{u}\"\n",
+        c = support::cheap_hash("client-secret"),
+        u = support::cheap_hash("user-password"),
+    );
+    support::write_clients(&fixture.clients_file(), &clients);
+    let h = Harness::with(fixture, |_| {});
+    let billing = Some(("billing", "client-secret"));
+    let as_client = h.token(CC, billing).await;
+    let as_user = h.token("grant_type=password&username=billing&password=user-password", billing).await;
+    let sub = |r: &Reply| r.json()["access_token"].as_str().map(str::to_owned).expect("token");
+    let client_claims = h.verify(&sub(&as_client), AUDIENCE).await;
+    let user_claims = h.verify(&sub(&as_user), AUDIENCE).await;
+    assert_eq!(client_claims["sub"], "client:billing");
+    assert_eq!(user_claims["sub"], "user:billing");
+    assert_eq!(client_claims["client_id"], user_claims["client_id"]);
+}
+
+/// Finding 4: a hash below OWASP's minimum on reload is refused with file,
+/// entry and reason, and the previous clients keep working.
+#[tokio::test]
+async fn argon2_bounds_a_weak_hash_on_reload_keeps_the_previous_clients() {
+    let h = Harness::new(Algorithm::ES256);
+    let weak = {
+        use argon2::password_hash::{PasswordHasher, SaltString};
+        let params = argon2::Params::new(1024, 1, 1, None).expect("params");
+        let argon2 = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+        let salt = SaltString::encode_b64(b"fixed-test-salt!").expect("salt");
+        argon2.hash_password(b"svc-secret", &salt).expect("hash").to_string()
+    };
+    let edited = support::default_clients().replace(&support::cheap_hash("svc-secret"), &weak);
+    support::write_clients(&h.fixture.clients_file(), &edited);
+    let err = h.state.reload_clients().expect_err("weak hash").to_string();
+    let file = h.fixture.clients_file().display().to_string();
+    assert!(err.contains(&file) && err.contains(r#"clients[0] ("svc"): secretHash"#), "{err}");
+    assert!(err.contains("weaker than OWASP"), "{err}");
+    assert!(!err.contains(&weak), "the hash is not echoed: {err}");
+    assert_eq!(h.token(CC, Some(("svc", "svc-secret"))).await.status, StatusCode::OK);
+    assert!(
+        h.metrics().contains(r#"sigil_issuer_reloads_total{source="clients",result="clients"} 1"#),
+        "{}",
+        h.metrics()
+    );
+}
+
+/// Finding 5: a first Secret version with only `next.pem` leaves the issuer
+/// running and not ready, instead of exiting; it becomes ready when the
+/// active key arrives.
+#[tokio::test]
+async fn not_ready_not_crashing_when_the_first_secret_holds_only_next_pem() {
+    let fixture = Fixture::new(Algorithm::ES256);
+    support::write_next_only(&fixture.key_dir(), &fixture.key);
+    let h = Harness::with(fixture, |_| {});
+    assert!(!h.state.readiness.is_ready());
+    assert_eq!(h.token(CC, Some(("svc", "svc-secret"))).await.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(h.get("/.well-known/jwks.json", &[]).await.status, StatusCode::OK, "the JWKS is served meanwhile");
+    // Still incomplete on a re-read: an error to report, still not ready.
+    let err = h.state.reload_keys().expect_err("still incomplete").to_string();
+    assert!(err.contains("private.pem is missing"), "{err}");
+    assert!(!h.state.readiness.is_ready());
+    support::write_secret(&h.fixture.key_dir(), &h.fixture.key, None);
+    h.state.reload_keys().expect("reload");
+    assert!(h.state.readiness.is_ready());
+    assert_eq!(h.token(CC, Some(("svc", "svc-secret"))).await.status, StatusCode::OK);
+}
+
+/// The Secret's `max-token-lifetime` caps every token, follows reloads, and a
+/// malformed value keeps the previous one.
+#[tokio::test]
+async fn max_token_lifetime_from_the_secret_caps_every_token() {
+    let fixture = Fixture::new(Algorithm::ES256);
+    support::write_secret_with(&fixture.key_dir(), &fixture.key, &[("max-token-lifetime", b"20s")]);
+    let h = Harness::with(fixture, |_| {});
+    let expires = |r: &Reply| r.json()["expires_in"].as_u64().expect("expires_in");
+    let exp_minus_iat = |claims: &Value| claims["exp"].as_u64().unwrap_or(0) - claims["iat"].as_u64().unwrap_or(0);
+    let svc = h.token(CC, Some(("svc", "svc-secret"))).await;
+    assert_eq!(expires(&svc), 20, "--token-ttl 15m is capped");
+    let claims = h.verify(svc.json()["access_token"].as_str().expect("token"), AUDIENCE).await;
+    assert_eq!(exp_minus_iat(&claims), 20);
+    assert_eq!(expires(&h.token(CC, Some(("short", "short-secret"))).await), 20, "the client's 30s is capped");
+
+    support::write_secret_with(&h.fixture.key_dir(), &h.fixture.key, &[("max-token-lifetime", b"10m")]);
+    h.state.reload_keys().expect("reload");
+    assert_eq!(expires(&h.token(CC, Some(("svc", "svc-secret"))).await), 600);
+    assert_eq!(expires(&h.token(CC, Some(("short", "short-secret"))).await), 30, "a shorter ttl stays");
+
+    for bad in [&b"soon"[..], b"0s", b"-1h"] {
+        support::write_secret_with(&h.fixture.key_dir(), &h.fixture.key, &[("max-token-lifetime", bad)]);
+        let err = h.state.reload_keys().expect_err("malformed").to_string();
+        assert!(err.contains("max-token-lifetime"), "{err}");
+        assert_eq!(expires(&h.token(CC, Some(("svc", "svc-secret"))).await), 600, "the previous cap stays");
+    }
+
+    support::write_secret(&h.fixture.key_dir(), &h.fixture.key, None);
+    h.state.reload_keys().expect("reload");
+    assert_eq!(expires(&h.token(CC, Some(("svc", "svc-secret"))).await), 900, "absent: no extra cap");
 }
 
 #[tokio::test]

@@ -140,7 +140,7 @@ async fn tokens_verify_with_pyjwt_against_the_served_jwks() {
             .await
             .expect("join")
             .unwrap_or_else(|e| panic!("{alg}: PyJWT rejected the token: {e}"));
-        assert_eq!(claims["sub"], "svc", "{alg}");
+        assert_eq!(claims["sub"], "client:svc", "{alg}");
         assert_eq!(claims["client_id"], "svc", "{alg}");
         assert_eq!(claims["scope"], "orders.read orders.write", "{alg}");
 
@@ -316,6 +316,7 @@ fn issuer_command(fixture: &Fixture, listen: SocketAddr, admin: SocketAddr) -> C
         .arg(format!("--issuer-url={ISSUER}"))
         .arg(format!("--audience={AUDIENCE}"))
         .arg(format!("--clients-file={}", fixture.clients_file().display()))
+        .arg("--shutdown-delay=0s")
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -402,6 +403,16 @@ async fn the_binary_serves_and_shuts_down_on_sigterm() {
     // A failed attempt is logged for audit, without its secret.
     let (status, _) = post_token(&client, &format!("http://{listen}"), "svc", "wrong-guess-4711").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // Finding 6: a failed password grant logs neither the username (users
+    // type passwords there) nor the password.
+    let credentials = base64::engine::general_purpose::STANDARD.encode("app:app-secret");
+    let request = Request::post(format!("http://{listen}/token"))
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header(header::AUTHORIZATION, format!("Basic {credentials}"))
+        .body(Full::new(Bytes::from_static(b"grant_type=password&username=hunter2-typed-here&password=pw-4711")))
+        .expect("request");
+    let response = client.request(request).await.expect("POST /token");
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     let pid = child.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
     let out =
@@ -415,20 +426,59 @@ async fn the_binary_serves_and_shuts_down_on_sigterm() {
     let token = access_token(&body);
     assert!(!stderr.contains(&token[..40]), "tokens never appear in logs");
     assert!(!stderr.contains("svc-secret") && !stderr.contains("wrong-guess-4711"), "secrets never appear in logs");
+    assert!(stderr.contains("user authentication failed"), "{stderr}");
+    assert!(!stderr.contains("hunter2-typed-here") && !stderr.contains("pw-4711"), "usernames never appear: {stderr}");
     assert!(stderr.contains("client authentication failed") && stderr.contains("\"client_id\":\"svc\""), "{stderr}");
     assert!(stderr.contains("\"serving\"") || stderr.contains("serving"), "{stderr}");
 }
 
-/// The real server hands the peer address to the rate limiter: failures
-/// under different client ids from one address add up.
+/// The real server hands the peer address to the back-off: guesses at `svc`
+/// from 127.0.0.1 back off, while the real client on 127.0.0.2 is served.
 #[tokio::test]
-async fn failures_from_one_address_are_limited_over_real_connections() {
+async fn lockout_by_anyone_is_keyed_on_the_real_peer_address() {
     let fixture = Fixture::new(Algorithm::ES256);
     let running = Running::start(&fixture, |c| c.auth_failure_limit = 2).await;
-    let client = client();
-    assert_eq!(post_token(&client, &running.base, "x", "guess").await.0, StatusCode::UNAUTHORIZED);
-    assert_eq!(post_token(&client, &running.base, "y", "guess").await.0, StatusCode::UNAUTHORIZED);
-    let (status, body) = post_token(&client, &running.base, "z", "guess").await;
+    let attacker = client();
+    assert_eq!(post_token(&attacker, &running.base, "svc", "guess").await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(post_token(&attacker, &running.base, "svc", "guess").await.0, StatusCode::UNAUTHORIZED);
+    let (status, body) = post_token(&attacker, &running.base, "svc", "guess").await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    let mut connector = HttpConnector::new();
+    connector.set_local_address(Some("127.0.0.2".parse().expect("ip")));
+    let real: HttpClient = Client::builder(TokioExecutor::new()).build(connector);
+    let (status, body) = post_token(&real, &running.base, "svc", "svc-secret").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
     running.stop().await;
+}
+
+/// Finding 7: after the shutdown signal the issuer reports not ready at once
+/// but keeps accepting new connections for --shutdown-delay, then closes the
+/// port and drains.
+#[tokio::test]
+async fn draining_new_connections_are_served_during_the_shutdown_delay() {
+    let fixture = Fixture::new(Algorithm::ES256);
+    let mut running = Running::start(&fixture, |c| c.shutdown_delay = Duration::from_secs(3)).await;
+    let client = client();
+    assert_eq!(get(&client, &format!("{}/readyz", running.admin)).await.0, StatusCode::OK);
+    let _ = running.stop.take().expect("not stopped yet").send(());
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while get(&client, &format!("{}/readyz", running.admin)).await.0 == StatusCode::OK {
+        assert!(Instant::now() < deadline, "readiness never dropped");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Not ready, still serving: fresh clients (new connections) get tokens.
+    for _ in 0..3 {
+        let (status, body) = post_token(&self::client(), &running.base, "svc", "svc-secret").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let task = running.task.take().expect("task");
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .expect("stops after the delay")
+        .expect("join")
+        .expect("ok");
+    let refused = client.request(
+        Request::get(format!("{}/.well-known/jwks.json", running.base)).body(Full::default()).expect("request"),
+    );
+    assert!(refused.await.is_err(), "the port is closed after the delay");
 }

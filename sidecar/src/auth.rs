@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use http::HeaderValue;
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
+use sigil_core::subject::SubjectKind;
 
 use crate::cache::{TokenCache, digest};
 use crate::jwks::KeyStore;
@@ -15,6 +16,9 @@ use crate::verify::{Policy, Rejection, Verified, verify};
 pub struct Identity {
     /// `sub`, `scope` and `client_id`, empty when the token lacks the claim.
     pub subject: HeaderValue,
+    /// `client` or `user`, from the `sub` scheme of Sigil's issuer
+    /// (`sigil_core::subject`); empty when `sub` does not follow it.
+    pub subject_kind: HeaderValue,
     pub scope: HeaderValue,
     pub client_id: HeaderValue,
     /// The verified payload, base64url, exactly as signed.
@@ -41,6 +45,9 @@ impl Identity {
     fn from_verified(v: &Verified) -> Result<Identity, Rejection> {
         Ok(Identity {
             subject: header_value(v.claims.sub.as_deref()),
+            subject_kind: HeaderValue::from_static(
+                v.claims.sub.as_deref().and_then(SubjectKind::of).map_or("", SubjectKind::as_str),
+            ),
             scope: header_value(v.claims.scope.as_deref()),
             client_id: header_value(v.claims.client_id.as_deref()),
             claims: HeaderValue::from_str(&v.payload_b64).map_err(|_| Rejection::Malformed("payload"))?,

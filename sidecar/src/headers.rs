@@ -21,6 +21,8 @@ use sigil_runtime::client_ip::{self, Cidr};
 use crate::auth::Identity;
 
 pub const X_SIGIL_SUBJECT: HeaderName = HeaderName::from_static("x-sigil-subject");
+/// `client` or `user`: which kind of caller `X-Sigil-Subject` names.
+pub const X_SIGIL_SUBJECT_KIND: HeaderName = HeaderName::from_static("x-sigil-subject-kind");
 pub const X_SIGIL_SCOPE: HeaderName = HeaderName::from_static("x-sigil-scope");
 pub const X_SIGIL_CLIENT_ID: HeaderName = HeaderName::from_static("x-sigil-client-id");
 pub const X_SIGIL_CLAIMS: HeaderName = HeaderName::from_static("x-sigil-claims");
@@ -96,6 +98,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 /// Every identity header, always all of them.
 pub fn insert_identity(headers: &mut HeaderMap, identity: &Identity) {
     headers.insert(X_SIGIL_SUBJECT, identity.subject.clone());
+    headers.insert(X_SIGIL_SUBJECT_KIND, identity.subject_kind.clone());
     headers.insert(X_SIGIL_SCOPE, identity.scope.clone());
     headers.insert(X_SIGIL_CLIENT_ID, identity.client_id.clone());
     headers.insert(X_SIGIL_CLAIMS, identity.claims.clone());

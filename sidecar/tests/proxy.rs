@@ -26,6 +26,25 @@ fn es() -> &'static sigil_core::PrivateKey {
     key(Algorithm::ES256)
 }
 
+/// The issuer's subjects say whether a client or a user is calling; the app
+/// is told which, and a client cannot claim a kind of its own.
+#[tokio::test]
+async fn the_subject_kind_is_forwarded_from_the_issuers_sub_scheme() {
+    let up = upstream().await;
+    let sc = sidecar(up.addr, &jwks_json(&[es()]), &[]).await;
+    for (sub, kind) in [("client:billing", "client"), ("user:billing", "user"), ("user:client:x", "user")] {
+        let mut c = claims();
+        c["sub"] = json!(sub);
+        let auth = bearer(&sign(es(), &header(es()), &c));
+        let (status, _, body) =
+            get(&sc.url("/x"), &[("authorization", &auth), ("x-sigil-subject-kind", "client")]).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let e = echo(&body);
+        assert_eq!(header_of(&e, "x-sigil-subject").as_deref(), Some(sub));
+        assert_eq!(header_of(&e, "x-sigil-subject-kind").as_deref(), Some(kind), "{sub}");
+    }
+}
+
 #[tokio::test]
 async fn forwards_verified_requests_with_identity_and_strips_client_headers() {
     let up = upstream().await;
@@ -49,6 +68,7 @@ async fn forwards_verified_requests_with_identity_and_strips_client_headers() {
     let e = echo(&body);
     assert_eq!(e["path"], "/orders/7?x=1");
     assert_eq!(header_of(&e, "x-sigil-subject").as_deref(), Some("alice"));
+    assert_eq!(header_of(&e, "x-sigil-subject-kind").as_deref(), Some(""), "alice follows no kind scheme");
     assert_eq!(header_of(&e, "x-sigil-scope").as_deref(), Some("orders:read orders:write"));
     assert_eq!(header_of(&e, "x-sigil-client-id").as_deref(), Some("web"));
     assert_eq!(header_of(&e, "x-sigil-claims").as_deref(), t.split('.').nth(1));

@@ -87,8 +87,17 @@ app.kubernetes.io/component: {{ .component }}
 {{- printf "%s-issuer" (include "sigil.fullname" .) }}
 {{- end }}
 
+{{/* The in-cluster URL follows issuer.tls and the Service port (named only
+when it is not the scheme's default). */}}
 {{- define "sigil.issuer.url" -}}
-{{- default (printf "http://%s.%s.svc" (include "sigil.issuer.fullname" .) .Release.Namespace) .Values.issuer.url }}
+{{- $scheme := ternary "https" "http" .Values.issuer.tls.enabled }}
+{{- $port := int .Values.issuer.service.port }}
+{{- $suffix := ternary "" (printf ":%d" $port) (or (and .Values.issuer.tls.enabled (eq $port 443)) (and (not .Values.issuer.tls.enabled) (eq $port 80))) }}
+{{- default (printf "%s://%s.%s.svc%s" $scheme (include "sigil.issuer.fullname" .) .Release.Namespace $suffix) .Values.issuer.url }}
+{{- end }}
+
+{{- define "sigil.issuer.tlsSecretName" -}}
+{{- default (printf "%s-tls" (include "sigil.issuer.fullname" .)) .Values.issuer.tls.secretName }}
 {{- end }}
 
 {{- define "sigil.issuer.signingKeyName" -}}

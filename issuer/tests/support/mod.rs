@@ -17,10 +17,10 @@ use sigil_runtime::volume::write_atomically;
 pub const ISSUER: &str = "https://issuer.test";
 pub const AUDIENCE: &str = "test-api";
 
-/// Argon2id with small parameters: the issuer verifies with whatever a hash
-/// says, and tests should not spend a second per hash in debug builds.
+/// Argon2id at OWASP's minimum cost (the issuer refuses anything weaker), with
+/// a fixed salt; the dev profile builds argon2 optimised, so this stays fast.
 pub fn cheap_hash(secret: &str) -> String {
-    let params = argon2::Params::new(1024, 1, 1, None).expect("params");
+    let params = argon2::Params::default();
     let argon2 = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
     let salt = SaltString::encode_b64(b"fixed-test-salt!").expect("salt");
     argon2.hash_password(secret.as_bytes(), &salt).expect("hash").to_string()
@@ -35,6 +35,28 @@ pub fn write_secret(dir: &Path, active: &PrivateKey, next: Option<&PrivateKey>) 
     let copy = |k: &PrivateKey| PrivateKey::from_pkcs8_pem(k.algorithm(), k.to_pkcs8_pem().as_bytes()).expect("copy");
     let data = SecretKeys { active: copy(active), next: next.map(copy) }.to_secret_data();
     let files: Vec<(&str, &[u8])> = data.iter().map(|(k, v)| (k.as_str(), v.0.as_slice())).collect();
+    write_atomically(dir, &files).expect("write secret volume");
+}
+
+/// Writes `active` plus extra entries (e.g. `max-token-lifetime`) as one
+/// version of the Secret's volume.
+pub fn write_secret_with(dir: &Path, active: &PrivateKey, extra: &[(&str, &[u8])]) {
+    let copy = |k: &PrivateKey| PrivateKey::from_pkcs8_pem(k.algorithm(), k.to_pkcs8_pem().as_bytes()).expect("copy");
+    let data = SecretKeys { active: copy(active), next: None }.to_secret_data();
+    let mut files: Vec<(&str, &[u8])> = data.iter().map(|(k, v)| (k.as_str(), v.0.as_slice())).collect();
+    files.extend_from_slice(extra);
+    write_atomically(dir, &files).expect("write secret volume");
+}
+
+/// Writes a Secret version holding only the next key, as the operator's first
+/// write can look to the kubelet before the active key is added.
+pub fn write_next_only(dir: &Path, next: &PrivateKey) {
+    let pem = next.to_pkcs8_pem();
+    let files: [(&str, &[u8]); 3] = [
+        (contract::NEXT_PRIVATE_KEY, pem.as_bytes()),
+        (contract::NEXT_KID, next.kid().as_bytes()),
+        (contract::NEXT_ALG, next.algorithm().as_str().as_bytes()),
+    ];
     write_atomically(dir, &files).expect("write secret volume");
 }
 
@@ -117,6 +139,7 @@ impl Fixture {
     pub fn config(&self) -> Config {
         Config {
             listen: "127.0.0.1:0".parse().expect("addr"),
+            tls: None,
             admin_listen: "127.0.0.1:0".parse().expect("addr"),
             key_dir: self.key_dir(),
             jwks_file: self.jwks_file(),
@@ -128,9 +151,12 @@ impl Fixture {
             auth_cache_ttl: Duration::from_secs(60),
             auth_cache_size: 100,
             auth_failure_limit: 5,
-            auth_failure_window: Duration::from_secs(60),
+            auth_backoff_max: Duration::from_secs(900),
+            auth_failures_per_minute: 600,
+            auth_failure_table_size: 100_000,
             trusted_proxies: Vec::new(),
             reload_period: Duration::from_secs(30),
+            shutdown_delay: Duration::ZERO,
         }
     }
 }

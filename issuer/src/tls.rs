@@ -1,0 +1,191 @@
+//! HTTPS on the token endpoint, so client secrets and passwords never cross
+//! the network in clear. The certificate and key come from files (typically
+//! a `kubernetes.io/tls` Secret, e.g. one cert-manager renews) and are re-read
+//! when they change: new handshakes get the new pair, open connections keep
+//! theirs, and a bad or half-written pair keeps the previous one.
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use arc_swap::ArcSwap;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert, ServerConfig};
+use rustls::sign::CertifiedKey;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use crate::error::{Error, Result};
+
+/// The served certificate and key, swapped whole on reload.
+pub struct CertStore {
+    cert_file: PathBuf,
+    key_file: PathBuf,
+    provider: Arc<CryptoProvider>,
+    current: ArcSwap<CertifiedKey>,
+    /// The certificate file's bytes, so an unchanged re-read does nothing.
+    cert_pem: ArcSwap<Vec<u8>>,
+}
+
+impl fmt::Debug for CertStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CertStore").field("cert_file", &self.cert_file).finish_non_exhaustive()
+    }
+}
+
+impl CertStore {
+    /// First load: any problem is a start-up error naming the file.
+    pub fn load(cert_file: &Path, key_file: &Path) -> Result<CertStore> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let (pem, key) = read_pair(cert_file, key_file, &provider)?;
+        Ok(CertStore {
+            cert_file: cert_file.to_path_buf(),
+            key_file: key_file.to_path_buf(),
+            provider,
+            current: ArcSwap::from_pointee(key),
+            cert_pem: ArcSwap::from_pointee(pem),
+        })
+    }
+
+    /// Re-reads both files; on error the current pair stays. `Ok(true)` when
+    /// a new pair is now served.
+    pub fn reload(&self) -> Result<bool> {
+        let (pem, key) = read_pair(&self.cert_file, &self.key_file, &self.provider)?;
+        if **self.cert_pem.load() == pem {
+            return Ok(false);
+        }
+        self.current.store(Arc::new(key));
+        self.cert_pem.store(Arc::new(pem));
+        Ok(true)
+    }
+
+    pub fn cert_file(&self) -> &Path {
+        &self.cert_file
+    }
+
+    pub fn key_file(&self) -> &Path {
+        &self.key_file
+    }
+
+    /// A rustls configuration that asks this store for the pair on every handshake.
+    pub fn server_config(self: &Arc<Self>) -> Result<Arc<ServerConfig>> {
+        let mut config = ServerConfig::builder_with_provider(self.provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::Config(format!("TLS: {e}")))?
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(Resolver(self.clone())));
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    }
+}
+
+#[derive(Debug)]
+struct Resolver(Arc<CertStore>);
+
+impl ResolvesServerCert for Resolver {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.current.load_full())
+    }
+}
+
+/// Reads a certificate chain and its key. Errors name the file and the
+/// problem, never key bytes. A pair whose key does not match its certificate
+/// (e.g. read half-way through a rotation) is refused, so it is never served.
+fn read_pair(cert_file: &Path, key_file: &Path, provider: &CryptoProvider) -> Result<(Vec<u8>, CertifiedKey)> {
+    let pem = std::fs::read(cert_file).map_err(Error::read(cert_file))?;
+    let bad = |path: &Path, reason: String| Error::File { path: path.to_path_buf(), reason };
+    let chain = CertificateDer::pem_slice_iter(&pem)
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| bad(cert_file, format!("not a PEM certificate chain: {e}")))?;
+    if chain.is_empty() {
+        return Err(bad(cert_file, "holds no CERTIFICATE block".into()));
+    }
+    let key_pem = zeroize::Zeroizing::new(std::fs::read(key_file).map_err(Error::read(key_file))?);
+    let key = PrivateKeyDer::from_pem_slice(&key_pem)
+        .map_err(|e| bad(key_file, format!("holds no usable PEM private key: {e}")))?;
+    let certified = CertifiedKey::from_der(chain, key, provider)
+        .map_err(|e| bad(key_file, format!("does not match the certificate in {}: {e}", cert_file.display())))?;
+    Ok((pem, certified))
+}
+
+/// A connection on the token port: plain, or TLS (handshake first). One type
+/// for both, so one accept loop serves either; the handshake runs inside the
+/// connection's task, never in the accept loop.
+pub enum Stream {
+    Plain(TcpStream),
+    Handshaking(Box<tokio_rustls::Accept<TcpStream>>),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    Failed,
+}
+
+impl Stream {
+    pub fn accept(stream: TcpStream, tls: Option<&tokio_rustls::TlsAcceptor>) -> Stream {
+        match tls {
+            Some(acceptor) => Stream::Handshaking(Box::new(acceptor.accept(stream))),
+            None => Stream::Plain(stream),
+        }
+    }
+
+    /// Drives the handshake; ready once the stream can carry data.
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if let Stream::Handshaking(accept) = self {
+            match ready!(Pin::new(accept.as_mut()).poll(cx)) {
+                Ok(tls) => *self = Stream::Tls(Box::new(tls)),
+                Err(e) => {
+                    *self = Stream::Failed;
+                    return Poll::Ready(Err(e));
+                }
+            }
+        }
+        match self {
+            Stream::Failed => Poll::Ready(Err(io::Error::new(io::ErrorKind::NotConnected, "TLS handshake failed"))),
+            _ => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_ready(cx))?;
+        match &mut *self {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            _ => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        ready!(self.poll_ready(cx))?;
+        match &mut *self {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, data),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, data),
+            _ => Poll::Ready(Ok(0)),
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_ready(cx))?;
+        match &mut *self {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            _ => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut *self {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            // Nothing was established: nothing to close politely.
+            _ => Poll::Ready(Ok(())),
+        }
+    }
+}

@@ -12,6 +12,9 @@
 #
 # Needs: wrk, openssl, curl; node + npm for the seed (skipped when missing).
 # Usage: bench/issuer/run.sh   (ROUNDS=3 DURATION=8s CONNS=64 THREADS=2)
+#        BASELINE=<git revision> bench/issuer/run.sh   (also runs that
+#        revision's issuer on the same keys, interleaved, and reports
+#        new/baseline per algorithm and for the cold path)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -24,17 +27,26 @@ PORT=18480
 ADMIN=18490
 SEED_PORT=18470
 
-cargo build --release -q -p sigil-issuer --bin sigil-issuer --example dev-keys
-BIN=$PWD/target/release/sigil-issuer
-DEVKEYS=$PWD/target/release/examples/dev-keys
-
+BASELINE=${BASELINE:-}
 work=$(mktemp -d)
 pid=""
 cleanup() {
     if [[ -n "$pid" ]]; then kill "$pid" 2>/dev/null || true; fi
+    if [[ -n "$BASELINE" ]]; then git worktree remove --force "$work/baseline" 2>/dev/null || true; fi
     rm -rf "$work"
 }
 trap cleanup EXIT
+
+if [[ -n "$BASELINE" ]]; then
+    # Same target directory, so only Sigil's own crates are rebuilt for each side.
+    git worktree add -q --detach "$work/baseline" "$BASELINE"
+    root=$PWD
+    (cd "$work/baseline" && CARGO_TARGET_DIR="$root/target" cargo build --release -q -p sigil-issuer --bin sigil-issuer)
+    cp target/release/sigil-issuer "$work/baseline-issuer"
+fi
+cargo build --release -q -p sigil-issuer --bin sigil-issuer --example dev-keys
+BIN=$PWD/target/release/sigil-issuer
+DEVKEYS=$PWD/target/release/examples/dev-keys
 
 secret=$(openssl rand -hex 24)
 hash=$(printf %s "$secret" | "$BIN" hash-secret)
@@ -43,10 +55,10 @@ BASIC=$(printf %s "bench:$secret" | base64 -w0)
 printf 'clients:\n  - id: bench\n    secretHash: "%s"\n    scopes: [read, write]\n' "$hash" >"$work/clients.yaml"
 for alg in RS256 ES256 EdDSA; do "$DEVKEYS" "$alg" "$work/$alg" >/dev/null; done
 
-start_issuer() { # alg, extra flags...
+start_issuer() { # alg, extra flags... ($ISSUER: the binary, default the new one)
     local alg=$1
     shift
-    RUST_LOG=warn "$BIN" --listen "127.0.0.1:$PORT" --admin-listen "127.0.0.1:$ADMIN" \
+    RUST_LOG=warn "${ISSUER:-$BIN}" --listen "127.0.0.1:$PORT" --admin-listen "127.0.0.1:$ADMIN" \
         --key-dir "$work/$alg/keys" --jwks-file "$work/$alg/jwks/jwks.json" \
         --issuer-url https://issuer.bench --audience bench-api --clients-file "$work/clients.yaml" \
         --auth-failure-limit 1000000 "$@" >>"$work/issuer.log" 2>&1 &
@@ -124,6 +136,20 @@ for round in $(seq "$ROUNDS"); do
     stop
     row "$round" "sigil-issuer EdDSA" "$ed" "$p50" "$p99" "$bad"
 
+    if [[ -n "$BASELINE" ]]; then
+        for alg in RS256 ES256 EdDSA; do
+            ISSUER=$work/baseline-issuer start_issuer "$alg"
+            read -r base p50 p99 bad < <(measure "http://127.0.0.1:$PORT/token" -s bench/issuer/post.lua)
+            stop
+            row "$round" "baseline ($BASELINE) $alg" "$base" "$p50" "$p99" "$bad"
+            case $alg in
+                RS256) new=$rs ;;
+                ES256) new=$es ;;
+                *) new=$ed ;;
+            esac
+            printf '%s %s\n' "$alg" "$(ratio "$new" "$base")" >>"$work/baseline-ratios"
+        done
+    fi
     r_rs256+=("$rs") r_es256+=("$es") r_eddsa+=("$ed") r_openssl+=("$ossl")
     q_openssl+=("$(ratio "$rs" "$ossl")")
     if $have_node; then
@@ -141,6 +167,12 @@ start_issuer ES256 --auth-cache-ttl 1ns
 read -r cold p50 p99 bad < <(measure "http://127.0.0.1:$PORT/token" -s bench/issuer/post.lua)
 stop
 row "-" "sigil-issuer ES256, cold (Argon2id per request)" "$cold" "$p50" "$p99" "$bad"
+if [[ -n "$BASELINE" ]]; then
+    ISSUER=$work/baseline-issuer start_issuer ES256 --auth-cache-ttl 1ns
+    read -r base_cold p50 p99 bad < <(measure "http://127.0.0.1:$PORT/token" -s bench/issuer/post.lua)
+    stop
+    row "-" "baseline ($BASELINE) ES256, cold" "$base_cold" "$p50" "$p99" "$bad"
+fi
 
 echo
 echo "Medians over $ROUNDS rounds (ratios taken within each round):"
@@ -153,5 +185,12 @@ if $have_node; then
         "EdDSA / seed $(printf '%s\n' "${q_ed_node[@]}" | median) (target >= 5 each); RS256 / seed $(printf '%s\n' "${q_rs_node[@]}" | median)"
 fi
 echo "- cold path (Argon2id on every request): $cold requests/s, $(ratio "$(printf '%s\n' "${r_es256[@]}" | median)" "$cold")x slower than warm ES256"
+if [[ -n "$BASELINE" ]]; then
+    for alg in RS256 ES256 EdDSA; do
+        ratios=$(awk -v a="$alg" '$1 == a {print $2}' "$work/baseline-ratios")
+        echo "- new / baseline ($BASELINE) $alg: median $(median <<<"$ratios"), range $(sort -g <<<"$ratios" | head -1)-$(sort -g <<<"$ratios" | tail -1)"
+    done
+    echo "- new / baseline cold ES256: $(ratio "$cold" "$base_cold") (one run each)"
+fi
 echo
 echo "Load average after: $(cut -d' ' -f1-3 /proc/loadavg)."

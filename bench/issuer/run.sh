@@ -38,11 +38,14 @@ cleanup() {
 trap cleanup EXIT
 
 if [[ -n "$BASELINE" ]]; then
-    # Same target directory, so only Sigil's own crates are rebuilt for each side.
+    # A target directory of its own: cargo names a workspace crate's
+    # artifacts by its path inside the workspace, so a second checkout
+    # building into target/ would overwrite this one's, and the newer
+    # timestamps would make cargo take them for up to date.
     git worktree add -q --detach "$work/baseline" "$BASELINE"
     root=$PWD
-    (cd "$work/baseline" && CARGO_TARGET_DIR="$root/target" cargo build --release -q -p sigil-issuer --bin sigil-issuer)
-    cp target/release/sigil-issuer "$work/baseline-issuer"
+    (cd "$work/baseline" && CARGO_TARGET_DIR="$root/target/bench-baseline" cargo build --release -q -p sigil-issuer --bin sigil-issuer)
+    cp target/bench-baseline/release/sigil-issuer "$work/baseline-issuer"
 fi
 cargo build --release -q -p sigil-issuer --bin sigil-issuer --example dev-keys
 BIN=$PWD/target/release/sigil-issuer

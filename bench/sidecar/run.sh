@@ -29,10 +29,13 @@ trap cleanup EXIT
 
 cd "$ROOT"
 if [ -n "$BASELINE" ]; then
-  # Same target directory, so only Sigil's own crates are rebuilt for each side.
+  # A target directory of its own: cargo names a workspace crate's
+  # artifacts by its path inside the workspace, so a second checkout
+  # building into target/ would overwrite this one's, and the newer
+  # timestamps would make cargo take them for up to date.
   git worktree add -q --detach "$WORK/baseline" "$BASELINE"
-  (cd "$WORK/baseline" && CARGO_TARGET_DIR="$ROOT/target" cargo build --release -q -p sigil-sidecar --bin sigil-sidecar)
-  cp "$ROOT/target/release/sigil-sidecar" "$WORK/baseline-sidecar"
+  (cd "$WORK/baseline" && CARGO_TARGET_DIR="$ROOT/target/bench-baseline" cargo build --release -q -p sigil-sidecar --bin sigil-sidecar)
+  cp "$ROOT/target/bench-baseline/release/sigil-sidecar" "$WORK/baseline-sidecar"
 fi
 cargo build --release -q -p sigil-sidecar --bin sigil-sidecar --example bench_keys
 mkdir "$WORK/keys" # its own directory: the sidecar watches it

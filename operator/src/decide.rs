@@ -247,8 +247,10 @@ pub fn decide(input: Input<'_>) -> Decision {
         }
     };
     let published = input.config_map.map(Published::parse).unwrap_or_default();
-    let step =
-        Step { sk, spec, limits, now: input.now, slots, stored, secret_exists: input.secret.is_some(), published };
+    let secret_exists = input.secret.is_some();
+    let (base, recovered) = (BTreeMap::new(), Vec::new());
+    let mut step = Step { sk, spec, limits, now: input.now, slots, stored, secret_exists, published, base, recovered };
+    (step.base, step.recovered) = step.base_records();
     step.decide(input.secret, input.config_map, input.fresh_key)
 }
 
@@ -306,6 +308,10 @@ struct Step<'a> {
     stored: Option<Lifecycle>,
     secret_exists: bool,
     published: Published,
+    /// The records to start from ([`Step::base_records`]), read once.
+    base: BTreeMap<String, KeyRecord>,
+    /// Which of them were recovered from `.status` and the ConfigMap.
+    recovered: Vec<String>,
 }
 
 /// The state the Secret should hold and the JWKS that renders from it.
@@ -453,14 +459,19 @@ impl Step<'_> {
         let mut recovered = vec![];
         for status in self.sk.status.iter().flat_map(|s| &s.keys) {
             let kid = &status.key_id;
-            let from_config_map = self.published.jwks.get(kid).filter(|j| j.thumbprint() == *kid).cloned();
-            let Some(jwk) = self.own_jwk(kid, None).or(from_config_map) else { continue };
+            let jwk = match self.own_jwk(kid, None) {
+                Some(own) => own,
+                None => match self.published.jwks.get(kid).filter(|j| j.thumbprint() == *kid) {
+                    Some(proven) => {
+                        recovered.push(kid.clone());
+                        proven.clone()
+                    }
+                    None => continue,
+                },
+            };
             let mut record = sanitize(KeyRecord { status: status.clone(), jwk: Some(jwk) });
             // A remove time is not taken from status: it is recomputed from retain.
             record.status.remove_at = None;
-            if self.own_jwk(kid, None).is_none() {
-                recovered.push(kid.clone());
-            }
             records.insert(kid.clone(), record);
         }
         (records, recovered)
@@ -469,7 +480,7 @@ impl Step<'_> {
     /// The records that match `active` and `next` as the Secret's key slots.
     fn catch_up(&self, active: Option<&PrivateKey>, next: Option<&PrivateKey>) -> Desired {
         let now = Time(self.now);
-        let (base, recovered) = self.base_records();
+        let base = &self.base;
         let mut records = BTreeMap::new();
         let mut activated_now = false;
         let active = active.filter(|k| !self.revoked(k.kid()));
@@ -516,7 +527,7 @@ impl Step<'_> {
                 records.insert(n.kid().to_owned(), KeyRecord { status, jwk: None });
             }
         }
-        for (kid, record) in &base {
+        for (kid, record) in base {
             if records.contains_key(kid) || self.revoked(kid) {
                 continue;
             }
@@ -553,7 +564,7 @@ impl Step<'_> {
             Some(v) if activated_now && self.rotate_pending() => Some(v.clone()),
             _ => self.rotate_handled().cloned(),
         };
-        let recovered = recovered.into_iter().filter(|k| records.contains_key(k)).collect();
+        let recovered = self.recovered.iter().filter(|k| records.contains_key(*k)).cloned().collect();
         Desired { records, rotate_handled, recovered }
     }
 
@@ -696,7 +707,7 @@ impl Step<'_> {
         for kid in jwks.keys().filter(|k| !self.published.jwks.contains_key(*k)) {
             events.push(Event::normal("KeyPublished", format!("published key {kid} in ConfigMap {cm}")).about(kid));
         }
-        let (known, _) = self.base_records();
+        let known = &self.base;
         let in_slots = |k: &str| self.slots.active_kid() == Some(k) || self.slots.next_kid() == Some(k);
         for kid in self.published.jwks.keys().filter(|k| !jwks.contains_key(*k)) {
             let event = if self.revoked(kid) {

@@ -205,7 +205,7 @@ fn status(cp: &ControlPlane) -> Value {
 }
 
 /// The name of the Secret the operator keeps the SigningKey's keys in.
-fn status_secret_name(cp: &ControlPlane) -> String {
+fn signing_key_secret_name(cp: &ControlPlane) -> String {
     let selector = "sigil.dev/signing-key=api";
     let name =
         cp.kubectl_ok(&["get", "secret", "-l", selector, "-n", NAMESPACE, "-o", "jsonpath={.items[0].metadata.name}"]);
@@ -269,7 +269,7 @@ async fn rotation_under_load_with_the_kubelets_real_delay_fails_no_request() {
         let before = kids.last().expect("active").clone();
         let mut event = None;
         if rotation == 4 {
-            let secret = status_secret_name(cp);
+            let secret = signing_key_secret_name(cp);
             cp.kubectl_ok(&["delete", "secret", &secret, "-n", NAMESPACE]);
             event = Some(format!("Secret {secret} deleted"));
         } else {

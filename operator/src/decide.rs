@@ -319,8 +319,6 @@ struct Step<'a> {
 struct Desired {
     records: BTreeMap<String, KeyRecord>,
     rotate_handled: Option<String>,
-    /// Keys of the state's records recovered from `.status` and the ConfigMap.
-    recovered: Vec<String>,
 }
 
 impl Desired {
@@ -564,8 +562,7 @@ impl Step<'_> {
             Some(v) if activated_now && self.rotate_pending() => Some(v.clone()),
             _ => self.rotate_handled().cloned(),
         };
-        let recovered = self.recovered.iter().filter(|k| records.contains_key(*k)).cloned().collect();
-        Desired { records, rotate_handled, recovered }
+        Desired { records, rotate_handled }
     }
 
     /// The JWKS for a state: the keys in the slots (a next key is published
@@ -730,10 +727,12 @@ impl Step<'_> {
 
     /// Events for a Secret write that rebuilds lost records.
     fn recovery_events(&self, desired: &Desired) -> Vec<Event> {
-        if desired.recovered.is_empty() || self.stored.is_some() {
+        let recovered: Vec<&str> =
+            self.recovered.iter().filter(|k| desired.records.contains_key(*k)).map(String::as_str).collect();
+        if recovered.is_empty() || self.stored.is_some() {
             return vec![];
         }
-        let kids = desired.recovered.join(", ");
+        let kids = recovered.join(", ");
         let note = if self.secret_exists {
             format!("recorded the lifecycle of key(s) {kids} in Secret {} (from status)", self.spec.secret_name)
         } else {

@@ -10,7 +10,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -38,6 +38,8 @@ use crate::duration::{self, DurationError};
     printcolumn = r#"{"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status"}"#,
     // A string, not a date: kubectl renders future dates as "<invalid>".
     printcolumn = r#"{"name": "Next Rotation", "type": "string", "jsonPath": ".status.nextRotationTime"}"#,
+    printcolumn = r#"{"name": "Copies", "type": "integer", "jsonPath": ".status.distribution.syncedNamespaces", "priority": 1}"#,
+    printcolumn = r#"{"name": "Selected", "type": "integer", "jsonPath": ".status.distribution.selectedNamespaces", "priority": 1}"#,
     printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
 )]
 #[x_kube(
@@ -114,6 +116,43 @@ pub struct SigningKeySpec {
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     #[schemars(length(max = 64), extend("x-kubernetes-list-type" = "set"), inner(length(min = 1, max = 128)))]
     pub revoked_key_ids: BTreeSet<String>,
+
+    /// Copies of the JWKS ConfigMap in other namespaces, for verifiers that
+    /// live there (a ConfigMap volume mounts only from its own namespace).
+    /// Needs the operator in cluster scope.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distribution: Option<Distribution>,
+}
+
+/// Where the JWKS is copied. The operator keeps each copy identical to the
+/// source ConfigMap, in the same step, so `prePublish` covers copies too.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(
+    validation = Rule::new("!has(self.namespaceSelector.matchExpressions) || self.namespaceSelector.matchExpressions.all(e, e.operator in ['In', 'NotIn', 'Exists', 'DoesNotExist'])")
+        .message("namespaceSelector.matchExpressions: operator must be In, NotIn, Exists or DoesNotExist")
+        .field_path(".namespaceSelector.matchExpressions"),
+    validation = Rule::new("!has(self.namespaceSelector.matchExpressions) || self.namespaceSelector.matchExpressions.all(e, (e.operator in ['In', 'NotIn']) == (has(e.values) && size(e.values) > 0))")
+        .message("namespaceSelector.matchExpressions: In and NotIn need at least one value; Exists and DoesNotExist take none")
+        .field_path(".namespaceSelector.matchExpressions"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct Distribution {
+    /// Namespaces that get a copy, by label. `{}` selects every namespace;
+    /// `matchLabels: {kubernetes.io/metadata.name: shop}` one by name. The
+    /// SigningKey's own namespace never gets a copy (the source is there),
+    /// nor does a namespace being deleted.
+    pub namespace_selector: LabelSelector,
+
+    /// Name of each copy (default: the source's `jwksConfigMapName`, so a
+    /// verifier mounts the same name in every namespace). A ConfigMap of
+    /// that name that Sigil did not create is never touched: the namespace is
+    /// reported as a conflict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub config_map_name: Option<String>,
 }
 
 /// The rotation schedule. Durations are Go-style strings such as `720h`, `90m`
@@ -218,6 +257,29 @@ pub struct SigningKeyStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["keyId"]))]
     pub keys: Vec<KeyStatus>,
+
+    /// Copies of the JWKS in other namespaces, while `spec.distribution` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distribution: Option<DistributionStatus>,
+}
+
+/// How far the JWKS copies are. The `Distributed` condition says why some lag.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DistributionStatus {
+    /// Namespaces the selector selects (the SigningKey's own excluded).
+    #[schemars(with = "i32")]
+    pub selected_namespaces: u32,
+    /// Selected namespaces whose copy equals the source.
+    #[schemars(with = "i32")]
+    pub synced_namespaces: u32,
+    /// Selected namespaces holding a ConfigMap of the copy's name that Sigil
+    /// did not create (at most 20 named, in order).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conflicts: Vec<String>,
+    /// Selected namespaces where the last write failed (at most 20 named).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<String>,
 }
 
 /// Where a key is in its life: `Next` (published, not yet signing), `Active`
@@ -266,7 +328,23 @@ pub struct ValidSpec {
     pub secret_name: String,
     pub jwks_config_map_name: String,
     pub revoked_key_ids: BTreeSet<String>,
+    pub distribution: Option<ValidDistribution>,
 }
+
+/// `spec.distribution`, parsed.
+#[derive(Clone, Debug)]
+pub struct ValidDistribution {
+    pub selector: kube::core::Selector,
+    pub config_map_name: String,
+}
+
+/// Selectors compare by what they select, written the same way.
+impl PartialEq for ValidDistribution {
+    fn eq(&self, other: &Self) -> bool {
+        self.selector.to_string() == other.selector.to_string() && self.config_map_name == other.config_map_name
+    }
+}
+impl Eq for ValidDistribution {}
 
 /// Why a spec cannot be acted on. Messages are for users (status and events).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -294,6 +372,8 @@ pub enum SpecError {
     RetainTooLong { retain: String, every: String },
     #[error("{field} {value:?} is not a valid Kubernetes object name")]
     Name { field: &'static str, value: String },
+    #[error("distribution.namespaceSelector is invalid: {0}")]
+    Selector(String),
 }
 
 /// The shortest rotation period a SigningKey accepts (the CRD enforces the same).
@@ -359,6 +439,16 @@ impl SigningKeySpec {
             self.jwks_config_map_name.clone().unwrap_or_else(|| crate::contract::default_jwks_config_map_name(name));
         check_name("secretName", &secret_name)?;
         check_name("jwksConfigMapName", &jwks_config_map_name)?;
+        let distribution = match &self.distribution {
+            None => None,
+            Some(d) => {
+                let selector = kube::core::Selector::try_from(d.namespace_selector.clone())
+                    .map_err(|e| SpecError::Selector(e.to_string()))?;
+                let config_map_name = d.config_map_name.clone().unwrap_or_else(|| jwks_config_map_name.clone());
+                check_name("distribution.configMapName", &config_map_name)?;
+                Some(ValidDistribution { selector, config_map_name })
+            }
+        };
         Ok(ValidSpec {
             algorithm: self.algorithm,
             rsa_bits,
@@ -369,6 +459,7 @@ impl SigningKeySpec {
             secret_name,
             jwks_config_map_name,
             revoked_key_ids: self.revoked_key_ids.clone(),
+            distribution,
         })
     }
 }

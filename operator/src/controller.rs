@@ -4,11 +4,12 @@
 use std::sync::Arc;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use kube::Client;
 use kube::api::{Api, ListParams};
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use prometheus_client::registry::Registry;
 use sigil_api::contract::{MANAGED_BY, managed_selector};
@@ -18,6 +19,7 @@ use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
 use crate::config::LeaseConfig;
+use crate::distribute::LABEL_SOURCE_UID;
 use crate::fence::Fence;
 use crate::leader::Elector;
 use crate::metrics::{Metrics, StatusCollector};
@@ -58,11 +60,24 @@ pub async fn run(opts: Options) -> Result<(), Fatal> {
     let metrics = Metrics::default();
     let ready = Readiness::new();
     let owned = watcher::Config::default().labels(&managed_selector());
-    let controller = Controller::new(signing_keys, watcher::Config::default())
+    let mut controller = Controller::new(signing_keys, watcher::Config::default())
         // Only the objects we manage; a foreign Secret is never even cached.
         .owns(secrets, owned.clone())
         .owns(config_maps, owned)
         .with_config(ControllerConfig::default().concurrency(16));
+    let cluster_scope = opts.namespace.is_none();
+    if cluster_scope {
+        // JWKS copies: a namespace appearing or relabelled wakes every
+        // SigningKey that distributes; a copy edited or deleted wakes its source.
+        let store = controller.store();
+        let distributing = move |_: Namespace| {
+            store.state().into_iter().filter(|sk| sk.spec.distribution.is_some()).map(|sk| ObjectRef::from_obj(&*sk))
+        };
+        let copies = watcher::Config::default().labels(LABEL_SOURCE_UID);
+        controller = controller
+            .watches(Api::<Namespace>::all(client.clone()), watcher::Config::default(), distributing)
+            .watches(Api::<ConfigMap>::all(client.clone()), copies, |cm| crate::copies::source_of(&cm));
+    }
     let mut registry = Registry::default();
     metrics.register(&mut registry);
     registry.register_collector(Box::new(StatusCollector { store: controller.store() }));
@@ -95,6 +110,7 @@ pub async fn run(opts: Options) -> Result<(), Fatal> {
         limits: opts.limits,
         fence,
         before_create: None,
+        cluster_scope,
     });
     let (stop_controller, controller_stopped) = tokio::sync::oneshot::channel::<()>();
     let running = controller

@@ -160,7 +160,7 @@ impl Event {
     fn normal(reason: &'static str, note: String) -> Event {
         Event { warning: false, reason, note, key_id: None }
     }
-    fn warning(reason: &'static str, note: String) -> Event {
+    pub(crate) fn warning(reason: &'static str, note: String) -> Event {
         Event { warning: true, reason, note, key_id: None }
     }
     fn about(mut self, kid: &str) -> Event {

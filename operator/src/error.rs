@@ -21,6 +21,9 @@ pub enum Error {
     /// another (see `fence`).
     #[error("write refused: this replica no longer holds the leader lease")]
     NotLeader,
+    /// A JWKS copy's create found the name taken, and then nothing there.
+    #[error("the JWKS copy's name was taken, then freed again; retrying")]
+    CopyVanished,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -38,6 +41,7 @@ impl Error {
             Error::NoConvergence(_) => "no_convergence",
             Error::LeaseLost(_) => "lease_lost",
             Error::NotLeader => "not_leader",
+            Error::CopyVanished => "write_conflict",
         }
     }
 }

@@ -40,6 +40,7 @@ pub fn context() -> (Arc<Context>, ApiServerVerifier) {
         limits: crate::decide::Limits::default(),
         fence: Fence::open(),
         before_create: None,
+        cluster_scope: true,
     };
     (Arc::new(ctx), ApiServerVerifier(handle))
 }

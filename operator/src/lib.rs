@@ -7,7 +7,9 @@
 
 pub mod config;
 pub mod controller;
+pub mod copies;
 mod decide;
+pub mod distribute;
 pub mod error;
 pub mod fence;
 #[cfg(test)]

@@ -14,6 +14,7 @@ use futures::future::BoxFuture;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
@@ -22,9 +23,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sigil_api::contract::FIELD_MANAGER;
 use sigil_api::keys::PrivateKey;
-use sigil_api::signing_key::SigningKey;
+use sigil_api::signing_key::{SigningKey, SigningKeyStatus};
 use tracing::{debug, info, warn};
 
+use crate::copies;
 use crate::decide::{self, Decision, Input, Limits, Plan, Write, reason};
 use crate::error::{Error, Result};
 use crate::fence::Fence;
@@ -52,6 +54,8 @@ pub struct Context {
     /// `None` in the operator. A test sets it to create the object itself
     /// between reconcile's read and its create, as a racing writer would.
     pub before_create: Option<BeforeCreate>,
+    /// The operator watches every namespace, so it may copy JWKS into them.
+    pub cluster_scope: bool,
 }
 
 pub fn wall_clock() -> Timestamp {
@@ -73,6 +77,14 @@ pub async fn reconcile(sk: Arc<SigningKey>, ctx: Arc<Context>) -> Result<Action>
         Err(_) => (None, None),
     };
     let now = (ctx.now)();
+    if sk.metadata.deletion_timestamp.is_some() {
+        // Our Secret and ConfigMap go with the garbage collector; copies in
+        // other namespaces are ours to delete before the finalizer goes.
+        if copies::has_finalizer(&sk) {
+            copies::remove_all(&ctx, &sk, &mut sk.status.clone().unwrap_or_default()).await?;
+        }
+        return Ok(Action::await_change());
+    }
     let mut fresh: Option<PrivateKey> = None;
     for _ in 0..MAX_STEPS {
         let input = Input {
@@ -114,6 +126,12 @@ pub async fn reconcile(sk: Arc<SigningKey>, ctx: Arc<Context>) -> Result<Action>
                 }
             }
             None => {
+                let (mut status, mut events, mut requeue_at) = (status, events, requeue_at);
+                let recheck = distribute_jwks(&ctx, &sk, config_map.as_ref(), &mut status, &mut events, now).await?;
+                if let Some(recheck) = recheck {
+                    let at = now.checked_add(recheck).unwrap_or(Timestamp::MAX);
+                    requeue_at = Some(requeue_at.map_or(at, |t| t.min(at)));
+                }
                 if sk.status.as_ref() != Some(&status) {
                     patch_status(&ctx, &sk, &namespace, &status).await?;
                 }
@@ -128,6 +146,41 @@ pub async fn reconcile(sk: Arc<SigningKey>, ctx: Arc<Context>) -> Result<Action>
         publish(&ctx, &sk, &events).await;
     }
     Err(Error::NoConvergence(MAX_STEPS))
+}
+
+/// Copies the rendered JWKS to the namespaces `spec.distribution` selects,
+/// or removes every copy once it is unset. Decide's status knows nothing of
+/// copies, so their part of the old status is carried over first. Returns
+/// how soon to look again when a copy could not be written.
+async fn distribute_jwks(
+    ctx: &Context,
+    sk: &SigningKey,
+    config_map: Option<&ConfigMap>,
+    status: &mut SigningKeyStatus,
+    events: &mut Vec<decide::Event>,
+    now: Timestamp,
+) -> Result<Option<Duration>> {
+    let old = sk.status.clone().unwrap_or_default();
+    status.distribution = old.distribution.clone();
+    if let Some(c) = old.conditions.iter().find(|c| c.type_ == copies::DISTRIBUTED) {
+        status.conditions.retain(|k| k.type_ != copies::DISTRIBUTED);
+        status.conditions.push(c.clone());
+    }
+    let distribution = sk.spec.validate(&sk.name_any()).ok().and_then(|spec| spec.distribution);
+    let Some(distribution) = distribution else {
+        if copies::has_finalizer(sk) || status.distribution.is_some() {
+            copies::remove_all(ctx, sk, status).await?;
+        }
+        return Ok(None);
+    };
+    // Copies follow the source only once it is rendered: while the SigningKey
+    // is blocked (an invalid spec, a conflict) they stay as they are.
+    let ready = status.conditions.iter().any(|c| c.type_ == sigil_api::conditions::READY && c.status == "True");
+    let data = config_map.and_then(|cm| cm.data.as_ref());
+    let (true, Some(data)) = (ready, data) else { return Ok(None) };
+    let synced = copies::sync(ctx, sk, &distribution, data, status, Time(now)).await?;
+    events.extend(synced.events);
+    Ok(synced.recheck)
 }
 
 /// Transient failures retry with backoff; the controller resets it on success.

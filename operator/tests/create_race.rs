@@ -29,6 +29,7 @@ fn context(client: Client, before_create: Option<BeforeCreate>) -> Arc<Context> 
         fence: Fence::open(),
         before_create,
         limits: sigil_operator::Limits::default(),
+        cluster_scope: true,
     })
 }
 

@@ -264,6 +264,7 @@ async fn without_the_lease_nothing_is_written() {
         now: ctx.now,
         fence: Fence::closed(),
         before_create: None,
+        cluster_scope: true,
         limits: ctx.limits,
     });
     let server = tokio::spawn(async move {

@@ -481,6 +481,12 @@ async fn defaults_install_a_cluster_wide_operator_with_the_least_rbac_that_works
             &["patch", "configmaps", "-n", &other],
             &["create", "events.events.k8s.io", "-n", &other],
             &["patch", "events.events.k8s.io", "-n", &other],
+            // JWKS copies (spec.distribution): find namespaces, delete a copy
+            // no longer wanted, hold the finalizer that outlives them.
+            &["list", "namespaces"],
+            &["watch", "namespaces"],
+            &["delete", "configmaps", "-n", &other],
+            &["patch", "signingkeys.sigil.dev", "-n", &other],
             &["create", "leases.coordination.k8s.io", "-n", ns],
             &["get", &format!("leases.coordination.k8s.io/{lease}"), "-n", ns],
             &["update", &format!("leases.coordination.k8s.io/{lease}"), "-n", ns],
@@ -491,12 +497,12 @@ async fn defaults_install_a_cluster_wide_operator_with_the_least_rbac_that_works
         &sa,
         &[
             &["update", "signingkeys.sigil.dev", "-n", &other],
-            &["patch", "signingkeys.sigil.dev", "-n", &other],
             &["delete", "signingkeys.sigil.dev", "-n", &other],
             &["delete", "secrets", "-n", &other],
             &["update", "secrets", "-n", &other],
-            &["delete", "configmaps", "-n", &other],
+            &["update", "configmaps", "-n", &other],
             &["delete", "namespaces"],
+            &["patch", "namespaces"],
             &["get", "pods", "-n", &other],
             &["create", "pods", "-n", ns],
             &["create", "serviceaccounts/token", "-n", ns],
@@ -568,6 +574,9 @@ async fn namespace_mode_grants_one_namespace_and_nothing_cluster_wide() {
             &["patch", "signingkeys.sigil.dev", "--subresource=status", "-n", &other],
             &["create", "events.events.k8s.io", "-n", &other],
             &["delete", "namespaces"],
+            &["list", "namespaces"],
+            &["delete", "configmaps", "-n", ns],
+            &["patch", "signingkeys.sigil.dev", "-n", ns],
         ],
     );
 }

@@ -4,7 +4,10 @@
 #     beside a baseline of the bare API round trip (create a ConfigMap and see
 #     it in a watch), reported as a ratio;
 #   * 500 SigningKeys created at once -> time until all are Ready, and the
-#     operator's peak RSS.
+#     operator's peak RSS;
+#   * one SigningKey distributing its JWKS to 500 namespaces (operator in
+#     cluster scope) -> time until every copy exists, and from a manual
+#     rotation until its next key is in every copy.
 # Usage: bench/operator/run.sh [RESULTS_FILE]   (default bench/operator/results.json)
 # Targets from issue 3: ES256 median < 1 s, RSA-2048 median < 2 s, 500 in < 60 s, RSS < 64 MiB.
 set -euo pipefail
@@ -43,5 +46,18 @@ sleep 1
 	echo ","
 	peak_kib=$(awk '/VmHWM/ {print $2}' "/proc/$op_pid/status")
 	echo "{\"run\": \"operator_memory\", \"peak_rss_mib\": $((peak_kib / 1024)), \"signing_keys\": 570}"
+	echo ","
+	# Distribution needs cluster scope: the same binary without --namespace
+	# (it also takes on the 570 SigningKeys above, all up to date).
+	kill "$op_pid"
+	wait "$op_pid" 2>/dev/null || true
+	RUST_LOG=warn "$bin/sigil-operator" --leader-election=false \
+		--admin-listen 127.0.0.1:0 2>"$dir/logs/operator-cluster.log" &
+	op_pid=$!
+	sleep 1
+	"$bin/examples/bench" distribute bench ES256 500
+	echo ","
+	peak_kib=$(awk '/VmHWM/ {print $2}' "/proc/$op_pid/status")
+	echo "{\"run\": \"operator_memory_distributing\", \"peak_rss_mib\": $((peak_kib / 1024)), \"namespaces\": 500}"
 	echo "]}"
 } | tee "$out"

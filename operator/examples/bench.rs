@@ -4,6 +4,9 @@
 //!
 //!   bench latency NAMESPACE ALGORITHM COUNT   # one at a time: median, p90, max
 //!   bench converge NAMESPACE ALGORITHM COUNT  # all at once: time until all Ready
+//!   bench distribute NAMESPACE ALGORITHM COUNT  # one SigningKey copied into COUNT
+//!       new namespaces: time until every copy exists, then until a rotation's
+//!       next key is in every copy (needs the operator in cluster scope)
 //!
 //! Uses $KUBECONFIG. Prints one JSON object per run on stdout.
 
@@ -101,11 +104,99 @@ async fn converge(client: Client, ns: &str, algorithm: &str, count: usize) -> se
            "created_s": created.as_secs_f64(), "all_ready_s": start.elapsed().as_secs_f64()})
 }
 
+/// Status counts of `name`'s copies: (selected, synced).
+async fn copies(sks: &Api<SigningKey>, name: &str) -> (u32, u32) {
+    let d = sks.get(name).await.ok().and_then(|sk| sk.status?.distribution);
+    d.map_or((0, 0), |d| (d.selected_namespaces, d.synced_namespaces))
+}
+
+/// Kids published in the copy in namespace `ns`.
+async fn copy_kids(client: &Client, ns: &str, name: &str) -> Vec<String> {
+    let cm = Api::<ConfigMap>::namespaced(client.clone(), ns).get_opt(name).await.ok().flatten();
+    let text = cm.and_then(|cm| cm.data?.remove(sigil_api::contract::JWKS)).unwrap_or_default();
+    serde_json::from_str::<sigil_api::JwkSet>(&text)
+        .map(|s| s.keys.into_iter().map(|k| k.kid).collect())
+        .unwrap_or_default()
+}
+
+async fn distribute(client: Client, ns: &str, algorithm: &str, count: usize) -> serde_json::Value {
+    use k8s_openapi::api::core::v1::{Namespace, Secret};
+    use kube::api::{Patch, PatchParams};
+    let label = "bench.sigil.dev/jwks";
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let targets: Vec<String> = (0..count).map(|i| format!("{ns}-copy-{i}")).collect();
+    futures::stream::iter(targets.clone())
+        .map(|name| {
+            let namespaces = namespaces.clone();
+            let body: Namespace = serde_json::from_value(json!({"metadata": {"name": name, "labels": {label: "yes"}}}))
+                .expect("namespace");
+            async move { namespaces.create(&PostParams::default(), &body).await }
+        })
+        .buffer_unordered(32)
+        .try_collect::<Vec<_>>()
+        .await
+        .expect("create namespaces");
+    let sks: Api<SigningKey> = Api::namespaced(client.clone(), ns);
+    let spec = serde_json::from_value(json!({
+        "algorithm": algorithm,
+        "distribution": {"namespaceSelector": {"matchLabels": {label: "yes"}}},
+    }))
+    .expect("spec");
+    let name = "dist";
+    let start = Instant::now();
+    sks.create(&PostParams::default(), &SigningKey::new(name, spec)).await.expect("create SigningKey");
+    let synced = async {
+        while copies(&sks, name).await != (count as u32, count as u32) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(LIMIT, synced).await.expect("all copies in time");
+    let all_copies = start.elapsed();
+
+    // A manual rotation: from the request until the next key is in every copy.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let rotate = json!({"metadata": {"annotations": {sigil_api::contract::ANNOTATION_ROTATE: "bench"}}});
+    let start = Instant::now();
+    sks.patch(name, &PatchParams::default(), &Patch::Merge(&rotate)).await.expect("rotate");
+    let next = async {
+        loop {
+            let secret = secrets.get(&sigil_api::contract::default_secret_name(name)).await.expect("secret");
+            if let Some(kid) = secret.data.and_then(|mut d| d.remove(sigil_api::contract::NEXT_KID)) {
+                return String::from_utf8_lossy(&kid.0).into_owned();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let next = tokio::time::timeout(LIMIT, next).await.expect("next key in time");
+    let copy_name = sigil_api::contract::default_jwks_config_map_name(name);
+    let everywhere = async {
+        // Every copy read in each round (32 at a time): the figure is the end
+        // of the first round that found the key everywhere.
+        loop {
+            let present: Vec<bool> = futures::stream::iter(&targets)
+                .map(|target| {
+                    let (client, copy_name, next) = (client.clone(), copy_name.clone(), next.clone());
+                    async move { copy_kids(&client, target, &copy_name).await.contains(&next) }
+                })
+                .buffer_unordered(32)
+                .collect()
+                .await;
+            if present.iter().all(|p| *p) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(LIMIT, everywhere).await.expect("rotation in every copy in time");
+    json!({"run": "distribute", "algorithm": algorithm, "namespaces": count,
+           "all_copies_s": all_copies.as_secs_f64(), "rotation_in_every_copy_s": start.elapsed().as_secs_f64()})
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
     let [_, mode, ns, algorithm, count] = args.as_slice() else {
-        eprintln!("usage: bench latency|converge NAMESPACE ALGORITHM COUNT");
+        eprintln!("usage: bench latency|converge|distribute NAMESPACE ALGORITHM COUNT");
         std::process::exit(2);
     };
     let count: usize = count.parse().expect("COUNT is a number");
@@ -113,6 +204,7 @@ async fn main() {
     let result = match mode.as_str() {
         "latency" => latency(client, ns, algorithm, count).await,
         "converge" => converge(client, ns, algorithm, count).await,
+        "distribute" => distribute(client, ns, algorithm, count).await,
         other => panic!("unknown mode {other}"),
     };
     println!("{result}");

@@ -154,7 +154,8 @@ q() { echo "$(echo "${Q[$1]}" | median) ($(echo "${Q[$1]}" | range))"; }
   done
   if [ -n "$BASELINE" ]; then
     echo
-    echo "baseline: the sidecar of $BASELINE ($(git rev-parse --short "$BASELINE" 2>/dev/null || echo "$BASELINE_BIN")); sidecar: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- sidecar core || echo ' with uncommitted changes')."
+    if [ -n "${BASELINE_BIN:-}" ]; then where="the prebuilt $BASELINE_BIN"; else where="$(git rev-parse --short "$BASELINE")"; fi
+    echo "baseline: the sidecar of $BASELINE ($where); sidecar: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- sidecar core || echo ' with uncommitted changes')."
   fi
   echo
   echo "Ratios taken within each round; median (range) over the rounds:"

@@ -71,7 +71,7 @@ impl Upstream {
     /// a new one. A pooled connection the app closed meanwhile hands the
     /// request back unsent; then the next one (or a fresh one) takes it.
     pub async fn send(self: &Arc<Self>, mut req: Request<Incoming>) -> Result<Response<PooledBody>, UpstreamError> {
-        while let Some(mut sender) = self.checkout().await {
+        while let Some(mut sender) = self.checkout() {
             match sender.try_send_request(req).await {
                 Ok(response) => return Ok(self.pooled(response, sender)),
                 Err(mut e) => match e.take_message() {
@@ -85,17 +85,24 @@ impl Upstream {
         Ok(self.pooled(response, sender))
     }
 
-    async fn checkout(&self) -> Option<SendRequest<Incoming>> {
+    fn checkout(self: &Arc<Self>) -> Option<SendRequest<Incoming>> {
         loop {
             let Idle { mut sender, since } = self.idle.lock().unwrap_or_else(PoisonError::into_inner).pop()?;
             if sender.is_closed() || since.elapsed() > IDLE_TIMEOUT {
                 continue;
             }
-            // Returned as soon as its response was read, the connection may
-            // not have noticed it is free yet; that takes one poll.
-            if sender.ready().await.is_ok() {
+            if sender.is_ready() {
                 return Some(sender);
             }
+            // Still busy, e.g. sending a request body the app answered
+            // early: it comes back once free, and this request does not
+            // wait behind a slow client's upload.
+            let pool = Arc::clone(self);
+            tokio::spawn(async move {
+                if sender.ready().await.is_ok() {
+                    pool.checkin(sender);
+                }
+            });
         }
     }
 

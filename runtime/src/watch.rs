@@ -10,7 +10,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+use notify::event::{AccessKind, AccessMode};
+use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::watch;
 use tokio::time::{Interval, MissedTickBehavior};
 
@@ -43,7 +44,7 @@ impl Changes {
         }
         let (tx, events) = watch::channel(0u64);
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            if event.is_ok() {
+            if event.is_ok_and(|e| may_change(&e.kind)) {
                 tx.send_modify(|n| *n = n.wrapping_add(1));
             }
         })
@@ -77,6 +78,17 @@ impl Changes {
     }
 }
 
+/// Whether an event can mean new content. Opening or reading a file cannot;
+/// counting those made every consumer's own re-read notify it again, so a
+/// watched file was re-read every `SETTLE` forever.
+fn may_change(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,6 +109,27 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut changes = Changes::new(dir.path(), Duration::from_millis(50)).expect("watch");
         tokio::time::timeout(Duration::from_secs(5), changes.changed()).await.expect("fallback tick");
+    }
+
+    #[test]
+    fn reads_are_not_changes() {
+        use notify::event::{CreateKind, ModifyKind, RemoveKind, RenameMode};
+        for kind in [
+            EventKind::Access(AccessKind::Open(AccessMode::Any)),
+            EventKind::Access(AccessKind::Read),
+            EventKind::Access(AccessKind::Close(AccessMode::Read)),
+        ] {
+            assert!(!may_change(&kind), "{kind:?}");
+        }
+        for kind in [
+            EventKind::Access(AccessKind::Close(AccessMode::Write)),
+            EventKind::Create(CreateKind::Any),
+            EventKind::Modify(ModifyKind::Name(RenameMode::To)),
+            EventKind::Remove(RemoveKind::Any),
+            EventKind::Any,
+        ] {
+            assert!(may_change(&kind), "{kind:?}");
+        }
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub mod routes;
 pub mod run;
 pub mod server;
 pub mod tunnel;
+pub mod upstream;
 pub mod verify;
 
 /// Errors that stop the sidecar from starting.

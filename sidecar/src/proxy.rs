@@ -13,9 +13,6 @@ use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use sigil_runtime::client_ip::Cidr;
 
 use crate::auth::{Authenticator, Identity};
@@ -26,9 +23,10 @@ use crate::path::{self, NormalPath};
 use crate::rejection::{Denial, plain};
 use crate::routes::Routes;
 use crate::tunnel::{self, Bounds};
+use crate::upstream::{PooledBody, Upstream};
 
 /// Upstream bodies stream through untouched; the sidecar's own answers are small.
-pub type Body = Either<Incoming, Full<Bytes>>;
+pub type Body = Either<PooledBody, Full<Bytes>>;
 
 pub struct ProxyConfig {
     pub upstream: Uri,
@@ -47,8 +45,7 @@ pub struct Proxy {
     underscores: Underscores,
     trusted_proxies: Vec<Cidr>,
     tunnels: Bounds,
-    client: Client<HttpConnector, Incoming>,
-    scheme: Scheme,
+    upstream: Arc<Upstream>,
     authority: Authority,
     forward_token: bool,
     response_timeout: Duration,
@@ -60,22 +57,16 @@ impl Proxy {
         let (Some(scheme), Some(authority)) = (config.upstream.scheme(), config.upstream.authority()) else {
             return Err(crate::Error::Config(format!("--upstream {}: expected http://HOST:PORT", config.upstream)));
         };
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(config.connect_timeout));
-        connector.set_nodelay(true);
-        // The app is on loopback: keep idle connections a while, many of them.
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(1024)
-            .build(connector);
+        if scheme != &Scheme::HTTP {
+            return Err(crate::Error::Config(format!("--upstream {}: expected http://HOST:PORT", config.upstream)));
+        }
         Ok(Proxy {
             auth,
             routes: config.routes.clone(),
             underscores: config.underscores,
             trusted_proxies: config.trusted_proxies.clone(),
             tunnels: config.tunnels,
-            client,
-            scheme: scheme.clone(),
+            upstream: Upstream::new(authority, config.connect_timeout),
             authority: authority.clone(),
             forward_token: config.forward_token,
             response_timeout: config.response_timeout,
@@ -158,8 +149,10 @@ impl Proxy {
     ) -> Response<Body> {
         let (mut parts, body) = req.into_parts();
         if !parts.headers.contains_key(header::HOST) {
-            // HTTP/2 carries the host in :authority; HTTP/1.1 needs Host.
-            if let Some(host) = parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
+            // HTTP/2 carries the host in :authority; HTTP/1.1 needs Host,
+            // the app's own when the client named none.
+            let host = parts.uri.authority().unwrap_or(&self.authority);
+            if let Ok(host) = HeaderValue::from_str(host.as_str()) {
                 parts.headers.insert(header::HOST, host);
             }
         }
@@ -172,18 +165,11 @@ impl Proxy {
             _ => None,
         };
         headers::set_forwarded(&mut parts.headers, remote.ip(), &self.trusted_proxies);
-        parts.uri = match Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(target)
-            .build()
-        {
-            Ok(uri) => uri,
-            Err(_) => return self.deny(Denial::BadPath(path::PathError::NotAbsolute)),
-        };
+        // Origin-form: the app is the server, not a proxy.
+        parts.uri = Uri::from(target);
         parts.version = Version::HTTP_11;
         let request = Request::from_parts(parts, body);
-        let mut response = match tokio::time::timeout(self.response_timeout, self.client.request(request)).await {
+        let mut response = match tokio::time::timeout(self.response_timeout, self.upstream.send(request)).await {
             Ok(Ok(response)) => response,
             Ok(Err(e)) => {
                 let kind = if e.is_connect() { "connect" } else { "request" };

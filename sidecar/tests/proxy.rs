@@ -203,6 +203,18 @@ async fn bodies_stream_both_ways() {
 }
 
 #[tokio::test]
+async fn one_upstream_connection_carries_sequential_requests() {
+    let up = upstream().await;
+    let sc = sidecar(up.addr, &jwks_json(&[es()]), &["--threads", "1"]).await;
+    let auth = bearer(&token(es()));
+    for _ in 0..10 {
+        assert_eq!(get(&sc.url("/"), &[("authorization", &auth)]).await.0, StatusCode::OK);
+    }
+    assert_eq!(up.hits(), 10);
+    assert_eq!(up.connections.load(std::sync::atomic::Ordering::SeqCst), 1, "the connection went back to the pool");
+}
+
+#[tokio::test]
 async fn upgrades_after_verification() {
     let up = upstream().await;
     let sc = sidecar(up.addr, &jwks_json(&[es()]), &[]).await;

@@ -105,6 +105,8 @@ type UpBody = BoxBody<Bytes, Infallible>;
 pub struct Upstream {
     pub addr: SocketAddr,
     pub hits: Arc<AtomicUsize>,
+    /// Connections accepted.
+    pub connections: Arc<AtomicUsize>,
     /// Lets `/stream` send its second chunk.
     pub release: Arc<Notify>,
 }
@@ -120,10 +122,12 @@ pub async fn upstream() -> Upstream {
     let addr = listener.local_addr().expect("addr");
     let hits = Arc::new(AtomicUsize::new(0));
     let release = Arc::new(Notify::new());
-    let (h, r) = (hits.clone(), release.clone());
+    let connections = Arc::new(AtomicUsize::new(0));
+    let (h, r, c) = (hits.clone(), release.clone(), connections.clone());
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else { return };
+            c.fetch_add(1, Ordering::SeqCst);
             let (h, r) = (h.clone(), r.clone());
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req| {
@@ -137,7 +141,7 @@ pub async fn upstream() -> Upstream {
             });
         }
     });
-    Upstream { addr, hits, release }
+    Upstream { addr, hits, connections, release }
 }
 
 async fn app(mut req: Request<Incoming>, hits: Arc<AtomicUsize>, release: Arc<Notify>) -> Response<UpBody> {

@@ -17,7 +17,7 @@ out=${1:-$repo/bench/operator/results.json}
 dir=$repo/target/bench-operator-$$
 cd "$repo"
 
-cargo build --release -q -p sigil-operator --example bench
+cargo build --release -q -p sigil-operator --bin sigil-operator --example bench
 bin=$repo/target/release
 eval "$(hack/control-plane up "$dir" --watch-pid $$)"
 cleanup() {

@@ -124,7 +124,7 @@ async fn copies_follow_the_selector_the_source_and_the_signing_key() {
     .await;
     let status = sk.status.as_ref().and_then(|s| s.distribution.clone()).expect("distribution status");
     assert_eq!((status.selected_namespaces, status.synced_namespaces), (3, 2));
-    assert_eq!(status.conflicts, [taken.clone()]);
+    assert_eq!(status.conflicts, std::slice::from_ref(&taken));
     assert!(sk.finalizers().iter().any(|f| f == "sigil.dev/jwks-copies"), "{:?}", sk.finalizers());
     let home_copy = Api::<ConfigMap>::namespaced(client.clone(), &home).get(COPY).await.expect("source");
     assert!(home_copy.labels().get("sigil.dev/source-uid").is_none(), "the source is not a copy of itself");

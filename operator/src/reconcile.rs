@@ -7,21 +7,21 @@
 //! with the resourceVersion we read as precondition. And every write first
 //! asks the leader [`Fence`], so a replica that lost its Lease stops writing.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, Time};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use sigil_api::contract::FIELD_MANAGER;
+use sigil_api::contract::{self, FIELD_MANAGER};
 use sigil_api::keys::PrivateKey;
 use sigil_api::signing_key::{SigningKey, SigningKeyStatus};
 use tracing::{debug, info, warn};
@@ -166,19 +166,26 @@ async fn distribute_jwks(
         status.conditions.retain(|k| k.type_ != copies::DISTRIBUTED);
         status.conditions.push(c.clone());
     }
-    let distribution = sk.spec.validate(&sk.name_any()).ok().and_then(|spec| spec.distribution);
-    let Some(distribution) = distribution else {
+    // An invalid spec is a mistake to report, not a request to delete copies.
+    let Ok(spec) = sk.spec.validate(&sk.name_any()) else { return Ok(None) };
+    let Some(distribution) = spec.distribution else {
         if copies::has_finalizer(sk) || status.distribution.is_some() {
             copies::remove_all(ctx, sk, status).await?;
         }
         return Ok(None);
     };
-    // Copies follow the source only once it is rendered: while the SigningKey
-    // is blocked (an invalid spec, a conflict) they stay as they are.
-    let ready = status.conditions.iter().any(|c| c.type_ == sigil_api::conditions::READY && c.status == "True");
-    let data = config_map.and_then(|cm| cm.data.as_ref());
-    let (true, Some(data)) = (ready, data) else { return Ok(None) };
-    let synced = copies::sync(ctx, sk, &distribution, data, status, Time(now)).await?;
+    // Copies follow the source only while it is rendered from the Secret
+    // (Ready, or its first key being pre-published): while the SigningKey is
+    // blocked (a conflict, an unreadable Secret) they stay as they are.
+    let rendered = status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == sigil_api::conditions::READY && (c.status == "True" || c.reason == reason::PENDING));
+    // Only the JWKS: anything else someone added to the source stays there.
+    let jwks = config_map.and_then(|cm| cm.data.as_ref()?.get(contract::JWKS));
+    let (true, Some(jwks)) = (rendered, jwks) else { return Ok(None) };
+    let data = BTreeMap::from([(contract::JWKS.to_owned(), jwks.clone())]);
+    let synced = copies::sync(ctx, sk, &distribution, &data, status, Time(now)).await?;
     events.extend(synced.events);
     Ok(synced.recheck)
 }

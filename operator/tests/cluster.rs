@@ -289,6 +289,20 @@ async fn operator_against_a_real_api_server() {
     assert!(metrics.contains("sigil_operator_keys{state=\"Active\"} 1"), "{metrics}");
     assert_eq!(http_get(operator.admin, "/readyz").await.0, 200);
 
+    // --- Copies to other namespaces need cluster scope: this operator watches
+    // one namespace, so it says so and holds no finalizer it could not honour.
+    let spec = json!({"algorithm": "ES256", "distribution": {"namespaceSelector": {}}});
+    signing_keys.create(&PostParams::default(), &signing_key("wide", spec)).await.expect("create");
+    let wide = eventually("SigningKey wide to report NamespacedOperator", Duration::from_secs(30), || async {
+        let sk = signing_keys.get("wide").await.ok()?;
+        let c = sk.status.as_ref()?.conditions.iter().find(|c| c.type_ == "Distributed")?;
+        (c.status == "False" && c.reason == "NamespacedOperator").then_some(sk)
+    })
+    .await;
+    assert_eq!(ready_reason(&wide), Some(("True".into(), "KeyActive".into())), "its own JWKS is unaffected");
+    assert!(wide.finalizers().is_empty(), "{:?}", wide.finalizers());
+    assert!(wide.status.as_ref().expect("status").distribution.is_none());
+
     // --- Deleting the SigningKey garbage-collects its Secret and ConfigMap.
     signing_keys.delete("api", &DeleteParams::foreground()).await.expect("delete");
     eventually("the Secret and ConfigMap to be collected", Duration::from_secs(30), || async {

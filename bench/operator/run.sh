@@ -36,6 +36,8 @@ RUST_LOG=warn "$bin/sigil-operator" --namespace bench --leader-election=false \
 op_pid=$!
 sleep 1
 
+# A group, not a pipeline: the operator restarted inside must be the one the
+# EXIT trap stops (a pipeline would run this in a subshell).
 {
 	echo "{\"date\": \"$(date -u +%FT%TZ)\", \"cpus\": $(nproc), \"runs\": ["
 	"$bin/examples/bench" latency bench ES256 50
@@ -52,7 +54,7 @@ sleep 1
 	kill "$op_pid"
 	wait "$op_pid" 2>/dev/null || true
 	RUST_LOG=warn "$bin/sigil-operator" --leader-election=false \
-		--admin-listen 127.0.0.1:0 2>"$dir/logs/operator-cluster.log" &
+		--admin-listen 127.0.0.1:0 >/dev/null 2>"$dir/logs/operator-cluster.log" &
 	op_pid=$!
 	sleep 1
 	"$bin/examples/bench" distribute bench ES256 500
@@ -60,4 +62,5 @@ sleep 1
 	peak_kib=$(awk '/VmHWM/ {print $2}' "/proc/$op_pid/status")
 	echo "{\"run\": \"operator_memory_distributing\", \"peak_rss_mib\": $((peak_kib / 1024)), \"namespaces\": 500}"
 	echo "]}"
-} | tee "$out"
+} >"$out"
+cat "$out"

@@ -172,21 +172,14 @@ pub async fn sync(
 }
 
 /// Deletes every copy and then drops the finalizer: `spec.distribution` was
-/// removed, or the SigningKey is being deleted.
-pub async fn remove_all(ctx: &Context, sk: &SigningKey, status: &mut SigningKeyStatus) -> Result<()> {
-    status.distribution = None;
-    status.conditions.retain(|c| c.type_ != DISTRIBUTED);
+/// removed, or the SigningKey is being deleted. Without the finalizer there
+/// are no copies (it is added before the first), so nothing is asked.
+pub async fn remove_all(ctx: &Context, sk: &SigningKey) -> Result<()> {
     if !has_finalizer(sk) {
         return Ok(());
     }
     for copy in list_copies(ctx, &sk.uid().unwrap_or_default()).await? {
-        let stale = distribute::Stale {
-            namespace: copy.namespace().unwrap_or_default(),
-            name: copy.name_any(),
-            uid: copy.uid(),
-            resource_version: copy.resource_version(),
-        };
-        delete_copy(ctx, &stale).await?;
+        delete_copy(ctx, &distribute::Stale::of(&copy)).await?;
     }
     let kept: Vec<&String> = sk.finalizers().iter().filter(|f| *f != FINALIZER).collect();
     patch_finalizers(ctx, sk, &kept).await
@@ -247,7 +240,7 @@ async fn write_copy(ctx: &Context, source: &Source<'_>, ns: &str, version: Optio
             // created since our list), never someone else's.
             let found = api.get_opt(source.config_map_name).await?;
             match found {
-                Some(cm) if cm.labels().get(LABEL_SOURCE_UID).map(String::as_str) == Some(source.uid) => {
+                Some(cm) if distribute::is_copy_of(&cm, source.uid) => {
                     desired.metadata.resource_version = cm.resource_version();
                 }
                 Some(_) => return Ok(Outcome::Conflict),

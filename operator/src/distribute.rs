@@ -79,6 +79,23 @@ pub struct Stale {
     pub resource_version: Option<String>,
 }
 
+impl Stale {
+    /// `cm` as it was read: a delete succeeds only while it is still that object.
+    pub fn of(cm: &ConfigMap) -> Stale {
+        Stale {
+            namespace: cm.namespace().unwrap_or_default(),
+            name: cm.name_any(),
+            uid: cm.uid(),
+            resource_version: cm.resource_version(),
+        }
+    }
+}
+
+/// Whether `cm` is a copy made from the SigningKey with uid `uid`.
+pub fn is_copy_of(cm: &ConfigMap, uid: &str) -> bool {
+    cm.labels().get(LABEL_SOURCE_UID).map(String::as_str) == Some(uid)
+}
+
 /// The namespaces `source` selects: not its own, not one being deleted.
 pub fn selected<'n>(source: &Source<'_>, namespaces: &'n [Namespace]) -> Vec<&'n Namespace> {
     namespaces
@@ -91,16 +108,14 @@ pub fn selected<'n>(source: &Source<'_>, namespaces: &'n [Namespace]) -> Vec<&'n
 /// source's uid, in any namespace, under any name.
 pub fn plan(source: &Source<'_>, namespaces: &[Namespace], copies: &[ConfigMap]) -> CopyPlan {
     let selected: BTreeSet<&str> = selected(source, namespaces).into_iter().map(|ns| ns.name.as_str()).collect();
-    let ours = |cm: &&ConfigMap| cm.labels().get(LABEL_SOURCE_UID).map(String::as_str) == Some(source.uid);
     let mut plan = CopyPlan { selected: selected.iter().map(|s| s.to_string()).collect(), ..CopyPlan::default() };
     let mut present = BTreeSet::new();
-    for cm in copies.iter().filter(ours) {
+    for cm in copies.iter().filter(|cm| is_copy_of(cm, source.uid)) {
         let namespace = cm.namespace().unwrap_or_default();
         let wanted = selected.contains(namespace.as_str()) && cm.name_any() == source.config_map_name;
         if !wanted {
             // Not selected any more, or a copy under a name we no longer use.
-            let (name, uid, resource_version) = (cm.name_any(), cm.uid(), cm.resource_version());
-            plan.delete.push(Stale { namespace, name, uid, resource_version });
+            plan.delete.push(Stale::of(cm));
             continue;
         }
         if !up_to_date(source, cm) {

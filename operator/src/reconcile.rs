@@ -23,7 +23,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sigil_api::contract::{self, FIELD_MANAGER};
 use sigil_api::keys::PrivateKey;
-use sigil_api::signing_key::{SigningKey, SigningKeyStatus};
+use sigil_api::signing_key::{SigningKey, SigningKeyStatus, ValidSpec};
 use tracing::{debug, info, warn};
 
 use crate::copies;
@@ -70,21 +70,23 @@ pub async fn reconcile(sk: Arc<SigningKey>, ctx: Arc<Context>) -> Result<Action>
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &namespace);
 
-    // Read fresh from the API server, not a cache: a decision on a stale
-    // Secret could generate a second key. An invalid spec names no objects.
-    let (mut secret, mut config_map) = match sk.spec.validate(&sk.name_any()) {
-        Ok(spec) => (secrets.get_opt(&spec.secret_name).await?, config_maps.get_opt(&spec.jwks_config_map_name).await?),
-        Err(_) => (None, None),
-    };
-    let now = (ctx.now)();
     if sk.metadata.deletion_timestamp.is_some() {
         // Our Secret and ConfigMap go with the garbage collector; copies in
         // other namespaces are ours to delete before the finalizer goes.
-        if copies::has_finalizer(&sk) {
-            copies::remove_all(&ctx, &sk, &mut sk.status.clone().unwrap_or_default()).await?;
-        }
+        copies::remove_all(&ctx, &sk).await?;
         return Ok(Action::await_change());
     }
+
+    // Read fresh from the API server, not a cache: a decision on a stale
+    // Secret could generate a second key. An invalid spec names no objects.
+    let spec = sk.spec.validate(&sk.name_any()).ok();
+    let (mut secret, mut config_map) = match &spec {
+        Some(spec) => {
+            (secrets.get_opt(&spec.secret_name).await?, config_maps.get_opt(&spec.jwks_config_map_name).await?)
+        }
+        None => (None, None),
+    };
+    let now = (ctx.now)();
     let mut fresh: Option<PrivateKey> = None;
     for _ in 0..MAX_STEPS {
         let input = Input {
@@ -127,7 +129,9 @@ pub async fn reconcile(sk: Arc<SigningKey>, ctx: Arc<Context>) -> Result<Action>
             }
             None => {
                 let (mut status, mut events, mut requeue_at) = (status, events, requeue_at);
-                let recheck = distribute_jwks(&ctx, &sk, config_map.as_ref(), &mut status, &mut events, now).await?;
+                let recheck =
+                    distribute_jwks(&ctx, &sk, spec.as_ref(), config_map.as_ref(), &mut status, &mut events, now)
+                        .await?;
                 if let Some(recheck) = recheck {
                     let at = now.checked_add(recheck).unwrap_or(Timestamp::MAX);
                     requeue_at = Some(requeue_at.map_or(at, |t| t.min(at)));
@@ -151,27 +155,28 @@ pub async fn reconcile(sk: Arc<SigningKey>, ctx: Arc<Context>) -> Result<Action>
 /// Copies the rendered JWKS to the namespaces `spec.distribution` selects,
 /// or removes every copy once it is unset. Decide's status knows nothing of
 /// copies, so their part of the old status is carried over first. Returns
-/// how soon to look again when a copy could not be written.
+/// how soon to look again when a copy could not be written. `spec` is `None`
+/// when invalid: a mistake to report, not a request to delete copies.
 async fn distribute_jwks(
     ctx: &Context,
     sk: &SigningKey,
+    spec: Option<&ValidSpec>,
     config_map: Option<&ConfigMap>,
     status: &mut SigningKeyStatus,
     events: &mut Vec<decide::Event>,
     now: Timestamp,
 ) -> Result<Option<Duration>> {
-    let old = sk.status.clone().unwrap_or_default();
-    status.distribution = old.distribution.clone();
-    if let Some(c) = old.conditions.iter().find(|c| c.type_ == copies::DISTRIBUTED) {
+    let old = sk.status.as_ref();
+    status.distribution = old.and_then(|s| s.distribution.clone());
+    if let Some(c) = old.into_iter().flat_map(|s| &s.conditions).find(|c| c.type_ == copies::DISTRIBUTED) {
         status.conditions.retain(|k| k.type_ != copies::DISTRIBUTED);
         status.conditions.push(c.clone());
     }
-    // An invalid spec is a mistake to report, not a request to delete copies.
-    let Ok(spec) = sk.spec.validate(&sk.name_any()) else { return Ok(None) };
-    let Some(distribution) = spec.distribution else {
-        if copies::has_finalizer(sk) || status.distribution.is_some() {
-            copies::remove_all(ctx, sk, status).await?;
-        }
+    let Some(spec) = spec else { return Ok(None) };
+    let Some(distribution) = &spec.distribution else {
+        copies::remove_all(ctx, sk).await?;
+        status.distribution = None;
+        status.conditions.retain(|c| c.type_ != copies::DISTRIBUTED);
         return Ok(None);
     };
     // Copies follow the source only while it is rendered from the Secret
@@ -185,7 +190,7 @@ async fn distribute_jwks(
     let jwks = config_map.and_then(|cm| cm.data.as_ref()?.get(contract::JWKS));
     let (true, Some(jwks)) = (rendered, jwks) else { return Ok(None) };
     let data = BTreeMap::from([(contract::JWKS.to_owned(), jwks.clone())]);
-    let synced = copies::sync(ctx, sk, &distribution, &data, status, Time(now)).await?;
+    let synced = copies::sync(ctx, sk, distribution, &data, status, Time(now)).await?;
     events.extend(synced.events);
     Ok(synced.recheck)
 }

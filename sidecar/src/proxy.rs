@@ -54,12 +54,10 @@ pub struct Proxy {
 
 impl Proxy {
     pub fn new(config: &ProxyConfig, auth: Arc<Authenticator>, metrics: Metrics) -> Result<Proxy, crate::Error> {
-        let (Some(scheme), Some(authority)) = (config.upstream.scheme(), config.upstream.authority()) else {
+        let plain_http = config.upstream.scheme() == Some(&Scheme::HTTP);
+        let (true, Some(authority)) = (plain_http, config.upstream.authority()) else {
             return Err(crate::Error::Config(format!("--upstream {}: expected http://HOST:PORT", config.upstream)));
         };
-        if scheme != &Scheme::HTTP {
-            return Err(crate::Error::Config(format!("--upstream {}: expected http://HOST:PORT", config.upstream)));
-        }
         Ok(Proxy {
             auth,
             routes: config.routes.clone(),

@@ -84,7 +84,7 @@ pub struct SigningKeySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
         length(min = 1, max = 253),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+        regex(pattern = OBJECT_NAME_PATTERN)
     )]
     pub secret_name: Option<String>,
 
@@ -93,7 +93,7 @@ pub struct SigningKeySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
         length(min = 1, max = 253),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+        regex(pattern = OBJECT_NAME_PATTERN)
     )]
     pub jwks_config_map_name: Option<String>,
 
@@ -150,10 +150,14 @@ pub struct Distribution {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
         length(min = 1, max = 253),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+        regex(pattern = OBJECT_NAME_PATTERN)
     )]
     pub config_map_name: Option<String>,
 }
+
+/// An RFC 1123 subdomain, what Kubernetes requires of Secret and ConfigMap
+/// names; [`check_name`] enforces the same in the operator.
+const OBJECT_NAME_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
 
 /// The rotation schedule. Durations are Go-style strings such as `720h`, `90m`
 /// or `1h30m`.

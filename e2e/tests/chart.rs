@@ -65,6 +65,26 @@ fn render_text(cp: &ControlPlane, namespace: &str, values: &Path, extra: &[&str]
     helm_ok(cp, &args)
 }
 
+/// The install notes (NOTES.txt) as `helm install --dry-run=client` prints
+/// them (`helm template` leaves them out).
+fn notes(cp: &ControlPlane, namespace: &str, extra: &[&str]) -> String {
+    let chart = chart_dir();
+    let mut args = vec!["install", "sigil", chart.to_str().expect("utf-8 path"), "-n", namespace, "--dry-run=client"];
+    args.extend_from_slice(extra);
+    let out = helm_ok(cp, &args);
+    out.split_once("\nNOTES:\n").map(|(_, notes)| notes.to_owned()).unwrap_or_else(|| panic!("no NOTES in:\n{out}"))
+}
+
+/// The issuer container's arguments in a rendered chart.
+fn issuer_args(docs: &[Value]) -> Vec<String> {
+    named(docs, "Deployment", "sigil-issuer")["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .map(|a| a.as_str().expect("arg").to_owned())
+        .collect()
+}
+
 /// The YAML documents of a multi-document stream, as JSON values.
 fn documents(yaml: &str) -> Vec<Value> {
     serde_yaml::Deserializer::from_str(yaml)
@@ -391,6 +411,8 @@ fn values_that_cannot_work_fail_at_install_time_with_a_clear_message() {
             &["--set-json", r#"issuer.clients.clients=[{"id":"a","secretHash":"plain"}]"#],
             "/issuer/clients/clients/0/secretHash",
         ),
+        (&["--set-json", r#"issuer.trustedProxies=["ingress-nginx"]"#], "/issuer/trustedProxies/0"),
+        (&["--set-json", r#"issuer.trustedProxies=["10.0.0.0/8,10.1.0.0/16"]"#], "/issuer/trustedProxies/0"),
         (
             &["--set", "operator.replicas=2", "--set", "operator.leaderElection.enabled=false"],
             "operator.replicas > 1 needs operator.leaderElection.enabled=true",
@@ -409,6 +431,140 @@ fn values_that_cannot_work_fail_at_install_time_with_a_clear_message() {
         let stderr = text(&out.stderr);
         assert!(stderr.contains(want), "{flags:?}: {stderr:?} lacks {want:?}");
     }
+}
+
+/// Issue 13, finding 2 (plain HTTP only), in the chart: `issuer.tls` with an
+/// existing Secret or a cert-manager Certificate makes every URL https and
+/// mounts the certificate the TLS flags name; without it the install notes
+/// warn that secrets cross the network in clear.
+#[test]
+fn tls_values_render_https_urls_the_certificate_and_its_mount() {
+    let cp = ControlPlane::shared();
+    let defaults = ci_values("default-values.yaml");
+    let tls_flags = ["--tls-cert-file=/etc/sigil/tls/tls.crt", "--tls-key-file=/etc/sigil/tls/tls.key"];
+
+    // The default: plain HTTP, opt-in TLS, and a warning that says so.
+    let docs = render(cp, "sigil", &defaults, &[]);
+    let args = issuer_args(&docs);
+    assert!(args.contains(&"--issuer-url=http://sigil-issuer.sigil.svc".to_owned()), "{args:?}");
+    assert!(!args.iter().any(|a| a.starts_with("--tls-")), "{args:?}");
+    assert!(of_kind(&docs, "Certificate").is_empty());
+    let pod = &named(&docs, "Deployment", "sigil-issuer")["spec"]["template"]["spec"];
+    assert!(!pod["volumes"].as_array().expect("volumes").iter().any(|v| v["name"] == "tls"));
+    let plain = notes(cp, "sigil", &[]);
+    assert!(plain.contains("WARNING: the issuer serves plain HTTP"), "{plain}");
+    assert!(plain.contains("secrets and passwords cross the network in clear"), "{plain}");
+    assert!(plain.contains("--issuer=http://sigil-issuer.sigil.svc "), "{plain}");
+
+    let cases: [(&str, &[&str], &str, &str); 2] = [
+        (
+            "an existing Secret",
+            &["--set", "issuer.tls.enabled=true", "--set", "issuer.tls.secretName=issuer-cert"],
+            "issuer-cert",
+            // Port 80 over https is not the scheme's default: the URL names it.
+            "https://sigil-issuer.sigil.svc:80",
+        ),
+        (
+            "cert-manager",
+            &[
+                "--set",
+                "issuer.tls.enabled=true",
+                "--set",
+                "issuer.service.port=443",
+                "--set",
+                "issuer.tls.certManager.enabled=true",
+                "--set",
+                "issuer.tls.certManager.issuerRef.name=internal-ca",
+                "--set",
+                "issuer.tls.certManager.issuerRef.kind=ClusterIssuer",
+                "--set-json",
+                r#"issuer.tls.certManager.dnsNames=["issuer.example.com"]"#,
+            ],
+            "sigil-issuer-tls",
+            "https://sigil-issuer.sigil.svc",
+        ),
+    ];
+    for (case, flags, secret, url) in cases {
+        let docs = render(cp, "sigil", &defaults, flags);
+        let args = issuer_args(&docs);
+        assert!(args.contains(&format!("--issuer-url={url}")), "{case}: {args:?}");
+        for flag in tls_flags {
+            assert!(args.iter().any(|a| a == flag), "{case}: {flag} missing from {args:?}");
+        }
+        let pod = &named(&docs, "Deployment", "sigil-issuer")["spec"]["template"]["spec"];
+        let volume = pod["volumes"].as_array().expect("volumes").iter().find(|v| v["name"] == "tls");
+        let volume = volume.unwrap_or_else(|| panic!("{case}: no tls volume in {}", pod["volumes"]));
+        assert_eq!(volume["secret"]["secretName"], secret, "{case}");
+        assert_eq!(volume["secret"]["defaultMode"], 0o440, "{case}: the key is readable by the pod's group only");
+        let mounts = pod["containers"][0]["volumeMounts"].as_array().expect("volumeMounts");
+        let mount = mounts.iter().find(|m| m["name"] == "tls").unwrap_or_else(|| panic!("{case}: no tls mount"));
+        assert_eq!(mount["mountPath"], "/etc/sigil/tls", "{case}: the TLS flags name files in the mounted Secret");
+        assert_eq!(mount["readOnly"], true, "{case}");
+
+        // What sidecars are told to expect as `iss` and where the JWKS is.
+        let notes = notes(cp, "sigil", flags);
+        assert!(notes.contains(&format!("--issuer={url} ")), "{case}: {notes}");
+        assert!(notes.contains(&format!("{url}/.well-known/jwks.json")), "{case}: {notes}");
+        assert!(notes.contains("https://sigil-issuer.sigil.svc:8080/token"), "{case}: {notes}");
+        assert!(!notes.contains("WARNING"), "{case}: {notes}");
+
+        let certificates = of_kind(&docs, "Certificate");
+        if case == "cert-manager" {
+            assert_eq!(certificates.len(), 1, "{case}");
+            let spec = &certificates[0]["spec"];
+            assert_eq!(spec["secretName"], secret, "cert-manager writes the Secret the issuer mounts");
+            assert_eq!(
+                spec["dnsNames"],
+                serde_json::json!([
+                    "sigil-issuer",
+                    "sigil-issuer.sigil",
+                    "sigil-issuer.sigil.svc",
+                    "issuer.example.com"
+                ])
+            );
+            assert_eq!(spec["issuerRef"], serde_json::json!({"name": "internal-ca", "kind": "ClusterIssuer"}));
+        } else {
+            assert!(certificates.is_empty(), "{case}: the Secret is the user's, no Certificate");
+        }
+    }
+
+    // cert-manager without an issuer to sign: a clear refusal, not a
+    // Certificate that never becomes ready.
+    let chart = chart_dir();
+    let out = helm(
+        cp,
+        &[
+            "template",
+            "sigil",
+            chart.to_str().expect("utf-8"),
+            "--set",
+            "issuer.tls.enabled=true",
+            "--set",
+            "issuer.tls.certManager.enabled=true",
+        ],
+    );
+    assert!(!out.status.success(), "helm rendered cert-manager TLS without an issuerRef");
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("issuer.tls.certManager.issuerRef.name is required: the cert-manager Issuer or ClusterIssuer"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn trusted_proxies_reach_the_issuer_only_when_set() {
+    let cp = ControlPlane::shared();
+    let defaults = ci_values("default-values.yaml");
+    let args = issuer_args(&render(cp, "sigil", &defaults, &[]));
+    assert!(!args.iter().any(|a| a.starts_with("--trusted-proxies")), "{args:?}");
+    let args = issuer_args(&render(
+        cp,
+        "sigil",
+        &defaults,
+        &["--set-json", r#"issuer.trustedProxies=["10.244.0.0/16","fd00::/8","192.0.2.7"]"#],
+    ));
+    let proxies: Vec<&String> = args.iter().filter(|a| a.starts_with("--trusted-proxies")).collect();
+    assert_eq!(proxies, ["--trusted-proxies=10.244.0.0/16,fd00::/8,192.0.2.7"], "{args:?}");
 }
 
 #[test]
@@ -730,8 +886,16 @@ fn run_briefly(program: &Path, args: &[String], env: &[(String, String)], extra_
 fn the_binaries_accept_the_flags_the_chart_and_the_examples_pass() {
     let cp = ControlPlane::shared();
     let mut containers: Vec<Value> = Vec::new();
-    for values in ["default-values.yaml", "namespace-mode-values.yaml", "ha-values.yaml", "kind-demo-values.yaml"] {
-        for d in of_kind(&render(cp, "sigil", &ci_values(values), &[]), "Deployment") {
+    let renders: [(&str, &[&str]); 5] = [
+        ("default-values.yaml", &[]),
+        ("namespace-mode-values.yaml", &[]),
+        ("ha-values.yaml", &[]),
+        ("kind-demo-values.yaml", &[]),
+        // The optional flags the values above leave out.
+        ("default-values.yaml", &["--set-json", r#"issuer.trustedProxies=["10.244.0.0/16","fd00::/8"]"#]),
+    ];
+    for (values, extra) in renders {
+        for d in of_kind(&render(cp, "sigil", &ci_values(values), extra), "Deployment") {
             containers.extend(d["spec"]["template"]["spec"]["containers"].as_array().expect("containers").clone());
         }
     }

@@ -380,12 +380,10 @@ fn hash_secret_prints_a_verifiable_argon2id_hash() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("empty secret"));
 }
 
-/// The binary end to end: serves, issues a token, and exits cleanly on SIGTERM.
-#[tokio::test]
-async fn the_binary_serves_and_shuts_down_on_sigterm() {
-    let fixture = Fixture::new(Algorithm::EdDSA);
+/// Starts the binary and waits until it is ready; returns it and its --listen address.
+async fn start_binary(fixture: &Fixture) -> (std::process::Child, SocketAddr) {
     let (listen, admin) = (free_port(), free_port());
-    let child = issuer_command(&fixture, listen, admin).spawn().expect("spawn");
+    let child = issuer_command(fixture, listen, admin).spawn().expect("spawn");
     let client = client();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -398,21 +396,11 @@ async fn the_binary_serves_and_shuts_down_on_sigterm() {
         assert!(Instant::now() < deadline, "the issuer never became ready");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let (status, body) = post_token(&client, &format!("http://{listen}"), "svc", "svc-secret").await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    // A failed attempt is logged for audit, without its secret.
-    let (status, _) = post_token(&client, &format!("http://{listen}"), "svc", "wrong-guess-4711").await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
-    // Finding 6: a failed password grant logs neither the username (users
-    // type passwords there) nor the password.
-    let credentials = base64::engine::general_purpose::STANDARD.encode("app:app-secret");
-    let request = Request::post(format!("http://{listen}/token"))
-        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-        .header(header::AUTHORIZATION, format!("Basic {credentials}"))
-        .body(Full::new(Bytes::from_static(b"grant_type=password&username=hunter2-typed-here&password=pw-4711")))
-        .expect("request");
-    let response = client.request(request).await.expect("POST /token");
-    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    (child, listen)
+}
+
+/// Sends SIGTERM, checks the binary exits cleanly, and returns its log (stderr).
+async fn stop_binary(child: std::process::Child) -> String {
     let pid = child.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
     let out =
@@ -422,14 +410,70 @@ async fn the_binary_serves_and_shuts_down_on_sigterm() {
             .expect("join")
             .expect("wait");
     assert!(out.status.success(), "{}", out.status);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The binary end to end: serves, issues a token, and exits cleanly on SIGTERM.
+#[tokio::test]
+async fn the_binary_serves_and_shuts_down_on_sigterm() {
+    let fixture = Fixture::new(Algorithm::EdDSA);
+    let (child, listen) = start_binary(&fixture).await;
+    let client = client();
+    let (status, body) = post_token(&client, &format!("http://{listen}"), "svc", "svc-secret").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // A failed attempt is logged for audit, without its secret.
+    let (status, _) = post_token(&client, &format!("http://{listen}"), "svc", "wrong-guess-4711").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let stderr = stop_binary(child).await;
     let token = access_token(&body);
     assert!(!stderr.contains(&token[..40]), "tokens never appear in logs");
     assert!(!stderr.contains("svc-secret") && !stderr.contains("wrong-guess-4711"), "secrets never appear in logs");
-    assert!(stderr.contains("user authentication failed"), "{stderr}");
-    assert!(!stderr.contains("hunter2-typed-here") && !stderr.contains("pw-4711"), "usernames never appear: {stderr}");
     assert!(stderr.contains("client authentication failed") && stderr.contains("\"client_id\":\"svc\""), "{stderr}");
     assert!(stderr.contains("\"serving\"") || stderr.contains("serving"), "{stderr}");
+}
+
+/// Finding 6 (usernames are logged on failure): users type passwords into
+/// the username field, so a failed password grant is logged with the client
+/// id and source address only, from the binary's real log output.
+#[tokio::test]
+async fn usernames_are_not_logged_on_failed_password_grants() {
+    let fixture = Fixture::new(Algorithm::ES256);
+    let (child, listen) = start_binary(&fixture).await;
+    let client = client();
+    let password_grant = |username: &'static str, password: &'static str| {
+        let credentials = base64::engine::general_purpose::STANDARD.encode("app:app-secret");
+        Request::post(format!("http://{listen}/token"))
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(header::AUTHORIZATION, format!("Basic {credentials}"))
+            .body(Full::new(Bytes::from(format!("grant_type=password&username={username}&password={password}"))))
+            .expect("request")
+    };
+    // A password typed into the username field (no such user), then a real
+    // user with a wrong password: both fail the same way.
+    for (username, password) in [("Hunter2TypedAsUsername", "pw-4711"), ("alice", "wrong-pw-0815")] {
+        let response = client.request(password_grant(username, password)).await.expect("POST /token");
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{username}");
+        let body = response.into_body().collect().await.expect("body").to_bytes();
+        let body: Value = serde_json::from_slice(&body).expect("JSON error");
+        assert_eq!(body["error"], "invalid_grant", "{username}");
+    }
+    let stderr = stop_binary(child).await;
+
+    // Each failure was logged, naming the client and the source address.
+    let failures: Vec<Value> = stderr
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|event| event["message"] == "user authentication failed")
+        .collect();
+    assert_eq!(failures.len(), 2, "one audit line per failed grant:\n{stderr}");
+    for event in &failures {
+        assert_eq!(event["client_id"], "app", "{event}");
+        assert_eq!(event["source"], "127.0.0.1", "{event}");
+    }
+    // Neither username nor password appears anywhere in the log.
+    for secret in ["Hunter2TypedAsUsername", "pw-4711", "alice", "wrong-pw-0815"] {
+        assert!(!stderr.contains(secret), "{secret:?} was logged:\n{stderr}");
+    }
 }
 
 /// The real server hands the peer address to the back-off: guesses at `svc`

@@ -79,7 +79,7 @@ pub struct Limits {
 impl Limits {
     /// The kubelet refreshes mounted ConfigMaps and Secrets on its sync loop
     /// (1m by default, plus jitter and load). Measured on a real node
-    /// (bench/rotation): delivery took up to 84 s. Two minutes covers that.
+    /// (bench/rotation): delivery took up to 88 s. Two minutes covers that.
     pub const DEFAULT_MIN_PRE_PUBLISH: Duration = Duration::from_secs(120);
 }
 

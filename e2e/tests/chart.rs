@@ -75,6 +75,30 @@ fn notes(cp: &ControlPlane, namespace: &str, extra: &[&str]) -> String {
     out.split_once("\nNOTES:\n").map(|(_, notes)| notes.to_owned()).unwrap_or_else(|| panic!("no NOTES in:\n{out}"))
 }
 
+/// Installs a stand-in for cert-manager's Certificate CRD (the kind alone,
+/// no schema), so that `helm install --dry-run` can map a rendered
+/// Certificate. Once per control plane.
+fn certificate_crd(cp: &ControlPlane) {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let crd = serde_json::json!({
+            "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": "certificates.cert-manager.io"},
+            "spec": {
+                "group": "cert-manager.io", "scope": "Namespaced",
+                "names": {"kind": "Certificate", "listKind": "CertificateList", "plural": "certificates",
+                          "singular": "certificate"},
+                "versions": [{"name": "v1", "served": true, "storage": true, "schema": {"openAPIV3Schema": {
+                    "type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]
+            }
+        });
+        let path = cp.dir.join("cert-manager-certificate-crd.json");
+        std::fs::write(&path, crd.to_string()).expect("write CRD");
+        cp.kubectl_ok(&["apply", "--server-side", "-f", &path.to_string_lossy()]);
+        cp.kubectl_ok(&["wait", "--for=condition=Established", "crd/certificates.cert-manager.io", "--timeout=60s"]);
+    });
+}
+
 /// The issuer container's arguments in a rendered chart.
 fn issuer_args(docs: &[Value]) -> Vec<String> {
     named(docs, "Deployment", "sigil-issuer")["spec"]["template"]["spec"]["containers"][0]["args"]
@@ -440,6 +464,7 @@ fn values_that_cannot_work_fail_at_install_time_with_a_clear_message() {
 #[test]
 fn tls_values_render_https_urls_the_certificate_and_its_mount() {
     let cp = ControlPlane::shared();
+    certificate_crd(cp);
     let defaults = ci_values("default-values.yaml");
     let tls_flags = ["--tls-cert-file=/etc/sigil/tls/tls.crt", "--tls-key-file=/etc/sigil/tls/tls.key"];
 

@@ -187,7 +187,23 @@ async fn rotation_under_a_lagging_jwks_mount_fails_no_request() {
     assert_eq!(lost.involved_object.name.as_deref(), Some("lag"), "{lost:?}");
     let note = lost.message.unwrap_or_default();
     assert!(note.contains(&secret_name) && note.contains("revokedKeyIds"), "{note}");
-    assert_eq!(active().await.as_deref(), Some(kid.as_str()), "the lost key signs until its replacement may");
+    // Not a revocation: the lost key stays Active and published, and the
+    // issuer keeps signing with the copy it holds until the replacement,
+    // pre-published for prePublish, may sign.
+    let states = eventually("a pre-published replacement in status", Duration::from_secs(30), || async {
+        let sk = keys.get("lag").await.ok()?;
+        let states: Vec<(String, String)> = sk.data["status"]["keys"]
+            .as_array()?
+            .iter()
+            .map(|k| Some((k["keyId"].as_str()?.to_owned(), k["state"].as_str()?.to_owned())))
+            .collect::<Option<_>>()?;
+        states.iter().any(|(_, state)| state == "Next").then_some(states)
+    })
+    .await;
+    assert!(states.contains(&(kid.clone(), "Active".to_owned())), "the lost key stays Active: {states:?}");
+    assert!(stack.published_kids(&client).await.contains(&kid), "the lost key stays published");
+    let token = urls.token().await.expect("a token while the Secret is being replaced");
+    assert_eq!(token.kid, kid, "the issuer signs with the key it holds");
     kid = rotated(kid).await;
 
     tokio::time::sleep(Duration::from_secs(5)).await;

@@ -28,9 +28,11 @@ pub fn spawn(client: kube::Client, source: Source, dir: PathBuf) -> tokio::task:
     spawn_lagging(client, source, dir, Duration::ZERO)
 }
 
-/// As [`spawn`], but each version lands `lag` after the API server had it:
+/// As [`spawn`], but each change lands `lag` after the API server had it:
 /// a kubelet on its sync loop (a minute by default, more under load) is
-/// that late, and a test that assumes less proves nothing about it.
+/// that late, and a test that assumes less proves nothing about it. The
+/// first version lands at once, as a pod's volumes are filled before its
+/// containers start.
 pub fn spawn_lagging(client: kube::Client, source: Source, dir: PathBuf, lag: Duration) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         match source {
@@ -85,7 +87,8 @@ where
         if last.as_ref() == Some(&current) {
             continue;
         }
-        if versions.send((Instant::now() + lag, current.clone())).is_err() {
+        let at = if last.is_none() { Instant::now() } else { Instant::now() + lag };
+        if versions.send((at, current.clone())).is_err() {
             return;
         }
         last = Some(current);

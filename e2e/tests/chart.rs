@@ -309,6 +309,7 @@ fn every_values_file_lints_renders_and_passes_a_server_side_dry_run() {
         "issuer-off-values.yaml",
         "ha-values.yaml",
         "kind-demo-values.yaml",
+        "injector-values.yaml",
     ] {
         assert!(stems.contains(want), "charts/sigil/ci/{want} is missing");
     }
@@ -399,6 +400,16 @@ fn values_that_cannot_work_fail_at_install_time_with_a_clear_message() {
             &["--set", "operator.scope=namespace", "--set", "operator.watchNamespace=elsewhere"],
             "the operator (namespace mode) watches only \"elsewhere\"",
         ),
+        (
+            &["--set", "injector.enabled=true", "--set", "operator.scope=namespace"],
+            "injector.enabled needs operator.scope=cluster",
+        ),
+        (
+            &["--set", "injector.enabled=true", "--set", "injector.certManager.enabled=true"],
+            "injector.certManager.issuerRef.name is required",
+        ),
+        (&["--set", "injector.failurePolicy=Maybe"], "/injector/failurePolicy"),
+        (&["--set", "injector.signingKey=api"], "/injector/signingKey"),
     ];
     let chart = chart_dir();
     for (flags, want) in cases {
@@ -730,7 +741,14 @@ fn run_briefly(program: &Path, args: &[String], env: &[(String, String)], extra_
 fn the_binaries_accept_the_flags_the_chart_and_the_examples_pass() {
     let cp = ControlPlane::shared();
     let mut containers: Vec<Value> = Vec::new();
-    for values in ["default-values.yaml", "namespace-mode-values.yaml", "ha-values.yaml", "kind-demo-values.yaml"] {
+    let files = [
+        "default-values.yaml",
+        "namespace-mode-values.yaml",
+        "ha-values.yaml",
+        "kind-demo-values.yaml",
+        "injector-values.yaml",
+    ];
+    for values in files {
         for d in of_kind(&render(cp, "sigil", &ci_values(values), &[]), "Deployment") {
             containers.extend(d["spec"]["template"]["spec"]["containers"].as_array().expect("containers").clone());
         }

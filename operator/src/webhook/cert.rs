@@ -95,14 +95,15 @@ pub enum CertError {
     Fence(#[from] crate::error::Error),
 }
 
+/// What the Secret holds after an issue.
+pub struct Issued {
+    pub data: BTreeMap<String, ByteString>,
+    pub annotations: BTreeMap<String, String>,
+}
+
 /// The Secret's data and annotations after `plan`; `current` holds the CA
 /// for a renewal.
-pub fn issue(
-    now: Timestamp,
-    plan: &Plan,
-    current: Option<&Secret>,
-    dns_names: &[String],
-) -> Result<(BTreeMap<String, ByteString>, BTreeMap<String, String>), CertError> {
+pub fn issue(now: Timestamp, plan: &Plan, current: Option<&Secret>, dns_names: &[String]) -> Result<Issued, CertError> {
     // Whole days are precise enough for lifetimes of months.
     let date = |t: Timestamp| {
         let d = t.to_zoned(jiff::tz::TimeZone::UTC).date();
@@ -156,7 +157,7 @@ pub fn issue(
         (ANNOTATION_CA_RENEW_AFTER.to_owned(), ca_renew_after),
         (ANNOTATION_DNS_NAMES.to_owned(), dns_names.join(",")),
     ]);
-    Ok((data, annotations))
+    Ok(Issued { data, annotations })
 }
 
 /// Where the certificate lives and who trusts it.
@@ -189,7 +190,7 @@ pub async fn maintain_once(client: &Client, fence: &Fence, target: &Target) -> R
     let plan = plan(now, current.as_ref(), &target.dns_names);
     if plan != Plan::Keep {
         // A renewal from a CA we cannot read starts over with a new CA.
-        let (data, annotations) = match issue(now, &plan, current.as_ref(), &target.dns_names) {
+        let Issued { data, annotations } = match issue(now, &plan, current.as_ref(), &target.dns_names) {
             Err(CertError::Ca(why)) => {
                 warn!(reason = %why, "webhook CA unusable; issuing a new one");
                 issue(now, &Plan::Replace, None, &target.dns_names)?
@@ -309,7 +310,7 @@ mod tests {
     fn a_missing_secret_gets_a_ca_and_a_certificate_that_chains_to_it() {
         let now = Timestamp::now();
         assert_eq!(plan(now, None, &names()), Plan::Replace);
-        let (data, annotations) = issue(now, &Plan::Replace, None, &names()).expect("issue");
+        let Issued { data, annotations } = issue(now, &Plan::Replace, None, &names()).expect("issue");
         let s = secret(data, annotations);
         assert_eq!(plan(now, Some(&s), &names()), Plan::Keep, "freshly issued");
         let served = Served::default();
@@ -340,11 +341,11 @@ mod tests {
     #[test]
     fn renewal_keeps_the_ca_so_ca_bundle_never_changes() {
         let now = Timestamp::now();
-        let (data, annotations) = issue(now, &Plan::Replace, None, &names()).expect("issue");
+        let Issued { data, annotations } = issue(now, &Plan::Replace, None, &names()).expect("issue");
         let first = secret(data, annotations);
         let later = now + SignedDuration::from_hours(24 * 250);
         assert_eq!(plan(later, Some(&first), &names()), Plan::Renew, "eight months on");
-        let (data, annotations) = issue(later, &Plan::Renew, Some(&first), &names()).expect("renew");
+        let Issued { data, annotations } = issue(later, &Plan::Renew, Some(&first), &names()).expect("renew");
         let second = secret(data, annotations);
         let d = |s: &Secret, k: &str| s.data.as_ref().expect("data")[k].clone();
         assert_eq!(d(&first, CA_CERT), d(&second, CA_CERT));
@@ -356,7 +357,7 @@ mod tests {
     #[test]
     fn damaged_or_outdated_secrets_are_issued_again() {
         let now = Timestamp::now();
-        let (data, annotations) = issue(now, &Plan::Replace, None, &names()).expect("issue");
+        let Issued { data, annotations } = issue(now, &Plan::Replace, None, &names()).expect("issue");
         let good = secret(data.clone(), annotations.clone());
         let without = |key: &str| {
             let mut d = data.clone();
@@ -373,7 +374,7 @@ mod tests {
         let ten_years = now + SignedDuration::from_hours(24 * 3300);
         assert_eq!(plan(ten_years, Some(&good), &names()), Plan::Replace, "the CA nears its end");
         // A pair whose key does not match is never served.
-        let (other, _) = issue(now, &Plan::Replace, None, &names()).expect("issue");
+        let other = issue(now, &Plan::Replace, None, &names()).expect("issue").data;
         let mut mixed = data.clone();
         mixed.insert(TLS_KEY.into(), other[TLS_KEY].clone());
         let served = Served::default();

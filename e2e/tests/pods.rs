@@ -486,7 +486,8 @@ async fn an_injected_app_in_another_namespace_verifies_through_a_rotation() {
         let _ = cp.kubectl(&["delete", "namespace", ns, "--ignore-not-found", "--timeout=120s"]);
     }
     let mut key: Value = serde_yaml::from_str(&rotation_signing_key()).expect("SigningKey");
-    key["spec"]["distribution"] = json!({"namespaceSelector": {"matchLabels": {"sigil.dev/jwks": "enabled"}}});
+    // What the chart gives its own SigningKey with the injector on.
+    key["spec"]["distribution"] = json!({"namespaceSelector": {"matchLabels": {"sigil.dev/inject": "enabled"}}});
     let demo = Demo::install(
         cp,
         DemoOptions {
@@ -512,7 +513,7 @@ async fn an_injected_app_in_another_namespace_verifies_through_a_rotation() {
         cp.kubectl_ok(&["create", "namespace", ns]);
         cp.kubectl_ok(&["label", "namespace", ns, "pod-security.kubernetes.io/enforce=restricted"]);
     }
-    cp.kubectl_ok(&["label", "namespace", team, "sigil.dev/jwks=enabled"]);
+    cp.kubectl_ok(&["label", "namespace", team, "sigil.dev/inject=enabled"]);
     eventually("the JWKS copy in the team's namespace", Duration::from_secs(30), || async {
         cp.kubectl(&["get", "configmap", "api-jwks", "-n", team]).status.success().then_some(())
     })

@@ -34,6 +34,9 @@ pub struct ControlPlane {
     pub node_ip: Option<String>,
 }
 
+/// The namespace of [`ControlPlane::operator_kubeconfig`]'s ServiceAccount.
+pub const OPERATOR_NAMESPACE: &str = "sigil-system";
+
 /// The repository root (tests run with the crate directory as cwd).
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("e2e/ sits in the repository root").to_path_buf()
@@ -146,19 +149,22 @@ impl ControlPlane {
     }
 
     /// A kubeconfig for the operator's own identity: the chart's ServiceAccount
-    /// and RBAC (cluster scope, no leader election), with a TokenRequest token.
+    /// and RBAC (cluster scope, no leader election, the injector on; release
+    /// "sigil" in namespace [`OPERATOR_NAMESPACE`]), with a TokenRequest token.
     /// Running the operator with it, not as admin, makes a missing permission
     /// in the chart fail the tests.
     pub fn operator_kubeconfig(&self) -> PathBuf {
         static KUBECONFIG: OnceLock<PathBuf> = OnceLock::new();
         KUBECONFIG
             .get_or_init(|| {
-                let ns = "sigil-system";
+                let ns = OPERATOR_NAMESPACE;
                 let _ = self.kubectl(&["create", "namespace", ns]);
                 let chart = repo_root().join("charts").join("sigil");
                 let out = Command::new(&self.helm)
                     .args(["template", "sigil", &chart.to_string_lossy(), "--namespace", ns])
                     .args(["--set", "issuer.enabled=false", "--set", "operator.leaderElection.enabled=false"])
+                    // With what the injection webhook adds (its caBundle, its certificate).
+                    .args(["--set", "injector.enabled=true"])
                     .args(["--show-only", "templates/operator/serviceaccount.yaml"])
                     .args(["--show-only", "templates/operator/rbac.yaml"])
                     .output()

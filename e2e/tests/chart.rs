@@ -353,6 +353,7 @@ fn every_values_file_lints_renders_and_passes_a_server_side_dry_run() {
         "issuer-off-values.yaml",
         "ha-values.yaml",
         "kind-demo-values.yaml",
+        "injector-values.yaml",
     ] {
         assert!(stems.contains(want), "charts/sigil/ci/{want} is missing");
     }
@@ -445,6 +446,16 @@ fn values_that_cannot_work_fail_at_install_time_with_a_clear_message() {
             &["--set", "operator.scope=namespace", "--set", "operator.watchNamespace=elsewhere"],
             "the operator (namespace mode) watches only \"elsewhere\"",
         ),
+        (
+            &["--set", "injector.enabled=true", "--set", "operator.scope=namespace"],
+            "injector.enabled needs operator.scope=cluster",
+        ),
+        (
+            &["--set", "injector.enabled=true", "--set", "injector.certManager.enabled=true"],
+            "injector.certManager.issuerRef.name is required",
+        ),
+        (&["--set", "injector.failurePolicy=Maybe"], "/injector/failurePolicy"),
+        (&["--set", "injector.signingKey=api"], "/injector/signingKey"),
     ];
     let chart = chart_dir();
     for (flags, want) in cases {
@@ -911,11 +922,12 @@ fn run_briefly(program: &Path, args: &[String], env: &[(String, String)], extra_
 fn the_binaries_accept_the_flags_the_chart_and_the_examples_pass() {
     let cp = ControlPlane::shared();
     let mut containers: Vec<Value> = Vec::new();
-    let renders: [(&str, &[&str]); 5] = [
+    let renders: [(&str, &[&str]); 6] = [
         ("default-values.yaml", &[]),
         ("namespace-mode-values.yaml", &[]),
         ("ha-values.yaml", &[]),
         ("kind-demo-values.yaml", &[]),
+        ("injector-values.yaml", &[]),
         // The optional flags the values above leave out.
         ("default-values.yaml", &["--set-json", r#"issuer.trustedProxies=["10.244.0.0/16","fd00::/8"]"#]),
     ];

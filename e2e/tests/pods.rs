@@ -454,3 +454,155 @@ async fn rolling_restarts_of_the_issuer_and_the_app_drop_no_request() {
         assert!(report.tokens > 20, "the traffic really ran during the {deployment} rollout: {report:?}");
     }
 }
+
+// ---------------------------------------------------------------------------
+// Sidecar injection
+
+/// Namespaces this test creates beside the demo's, removed however it ends.
+struct Namespaces(&'static ControlPlane, Vec<&'static str>);
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for ns in &self.1 {
+            let _ = self.0.kubectl(&["delete", "namespace", ns, "--ignore-not-found", "--timeout=120s"]);
+        }
+    }
+}
+
+/// The chart with the injector on; examples/injected-app.yaml applied in a
+/// second namespace that enforces Pod Security "restricted". The API server
+/// calls the webhook (served by the operator pod, with the certificate the
+/// operator issued and the caBundle it patched), the Pod gets a native
+/// sidecar verifying with the JWKS copy in its namespace, and the app answers
+/// 401 without a token and 200 with one, through a rotation with no failed
+/// request. Pods the webhook must refuse are refused with the reason.
+#[tokio::test]
+async fn an_injected_app_in_another_namespace_verifies_through_a_rotation() {
+    let _turn = TURN.lock().await;
+    let cp = node();
+    let (team, other) = ("sigil-team-a", "sigil-team-b");
+    let namespaces = Namespaces(cp, vec![team, other]);
+    for ns in &namespaces.1 {
+        let _ = cp.kubectl(&["delete", "namespace", ns, "--ignore-not-found", "--timeout=120s"]);
+    }
+    let mut key: Value = serde_yaml::from_str(&rotation_signing_key()).expect("SigningKey");
+    // What the chart gives its own SigningKey with the injector on.
+    key["spec"]["distribution"] = json!({"namespaceSelector": {"matchLabels": {"sigil.dev/inject": "enabled"}}});
+    let demo = Demo::install(
+        cp,
+        DemoOptions {
+            clients: Some(short_lived_clients()),
+            signing_key: Some(serde_yaml::to_string(&key).expect("YAML")),
+            helm: &["--set", "injector.enabled=true"],
+        },
+    )
+    .await;
+    eventually("the operator to patch caBundle", Duration::from_secs(30), || async {
+        let bundle = cp.kubectl_ok(&[
+            "get",
+            "mutatingwebhookconfiguration",
+            "sigil-injector",
+            "-o",
+            "jsonpath={.webhooks[0].clientConfig.caBundle}",
+        ]);
+        (!bundle.trim().is_empty()).then_some(())
+    })
+    .await;
+
+    for ns in [team, other] {
+        cp.kubectl_ok(&["create", "namespace", ns]);
+        cp.kubectl_ok(&["label", "namespace", ns, "pod-security.kubernetes.io/enforce=restricted"]);
+    }
+    cp.kubectl_ok(&["label", "namespace", team, "sigil.dev/inject=enabled"]);
+    eventually("the JWKS copy in the team's namespace", Duration::from_secs(30), || async {
+        cp.kubectl(&["get", "configmap", "api-jwks", "-n", team]).status.success().then_some(())
+    })
+    .await;
+    let example = repo_root().join("examples/injected-app.yaml");
+    cp.kubectl_ok(&["apply", "-n", team, "-f", &example.to_string_lossy()]);
+    cp.rollout_status(team, "orders");
+
+    let pod = cp.pods(team, "app.kubernetes.io/name=orders").into_iter().next().expect("an orders pod");
+    let init = &pod["spec"]["initContainers"];
+    assert_eq!(init[0]["name"], "sigil-sidecar", "{init}");
+    assert_eq!(init[0]["restartPolicy"], "Always", "a native sidecar");
+    assert_eq!(pod["spec"]["containers"].as_array().map(Vec::len), Some(1), "the app alone in containers");
+    assert!(
+        pod["spec"]["volumes"].as_array().into_iter().flatten().any(|v| v["configMap"]["name"] == "api-jwks"),
+        "the JWKS copy is mounted"
+    );
+
+    // Through the Service, from this machine (a node port added here).
+    let node_port = 30801;
+    cp.kubectl_ok(&[
+        "patch",
+        "service",
+        "orders",
+        "-n",
+        team,
+        "-p",
+        &json!({"spec": {"type": "NodePort", "ports": [{"name": "http", "port": 80, "targetPort": "sigil-http", "nodePort": node_port}]}})
+            .to_string(),
+    ]);
+    let urls = pods::Urls { issuer: demo.issuer.clone(), app: cp.node_url(node_port) };
+    let without = eventually("the injected app's node port", Duration::from_secs(30), || async {
+        urls.call("/hello", None).await.ok()
+    })
+    .await;
+    assert_eq!(without.status, 401, "{}", without.text());
+    assert_eq!(without.header("www-authenticate"), Some("Bearer realm=\"sigil\""));
+    let token = urls.token().await.expect("a token");
+    let with = urls.call("/hello", Some(&token)).await.expect("a call with the token");
+    assert_eq!(with.status, 200, "{}", with.text());
+    assert_eq!(with.json()["clientId"], pods::CLIENT_ID);
+    assert_eq!(urls.call("/admin", Some(&token)).await.expect("call /admin").status, 403, "the scope annotation");
+    assert_eq!(urls.call("/public", None).await.expect("call /public").status, 200, "the public-path annotation");
+
+    // Refusals come back to whoever creates the Pod, with the reason.
+    let refused = |ns: &str, annotations: Value| {
+        let pod = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "refused", "labels": {"sigil.dev/inject": "enabled"}, "annotations": annotations},
+            "spec": {"containers": [{"name": "app", "image": "sigil-demo-app:0.1.0"}]},
+        });
+        let path = cp.dir.join(format!("refused-{ns}.json"));
+        std::fs::write(&path, pod.to_string()).expect("write pod");
+        let out = cp.kubectl(&["create", "-n", ns, "-f", &path.to_string_lossy()]);
+        assert!(!out.status.success(), "the pod was admitted in {ns}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = refused(team, json!({"sigil.dev/upstream-port": "8080"}));
+    assert!(err.contains("sigil.dev/audience"), "{err}");
+    let err = refused(other, json!({"sigil.dev/audience": "demo-api", "sigil.dev/upstream-port": "8080"}));
+    assert!(err.contains("does not publish its keys in namespace sigil-team-b"), "{err}");
+
+    // A rotation under traffic: the copy must carry the next key before it signs.
+    let before = status(cp)["activeKeyId"].as_str().expect("an active key").to_owned();
+    let traffic = Traffic::start(&urls);
+    cp.kubectl_ok(&["annotate", "signingkey", "api", "-n", NAMESPACE, "sigil.dev/rotate=injected", "--overwrite"]);
+    let next = eventually("the next key", Duration::from_secs(30), || async {
+        status(cp)["nextKeyId"].as_str().filter(|k| *k != before).map(str::to_owned)
+    })
+    .await;
+    eventually("activation", Duration::from_secs(PRE_PUBLISH + 60), || async {
+        (status(cp)["activeKeyId"].as_str() == Some(next.as_str())).then_some(())
+    })
+    .await;
+    eventually("tokens signed by the new key", Duration::from_secs(150), || async {
+        urls.token().await.ok().filter(|t| t.kid == next).map(|_| ())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let report = traffic.stop().await;
+    println!(
+        "injected app through a rotation: {} tokens, {} calls, {} failures, keys {:?}",
+        report.tokens,
+        report.calls,
+        report.failures.len(),
+        report.kids
+    );
+    assert!(report.failures.is_empty(), "failed requests through the injected sidecar:\n{:#?}", report.failures);
+    assert!(report.kids.contains(&before) && report.kids.contains(&next), "both keys signed: {:?}", report.kids);
+    assert!(report.calls > 100, "the traffic really ran: {report:?}");
+    drop(namespaces);
+}

@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::routes;
 use crate::state::AppState;
-use crate::tls::Stream;
+use sigil_runtime::tls::Stream;
 
 /// Loads and validates every input. Nothing is bound yet, so a bad file stops
 /// the process before it ever accepts a connection.

@@ -5,12 +5,8 @@
 //! theirs, and a bad or half-written pair keeps the previous one.
 
 use std::fmt;
-use std::future::Future;
-use std::io;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
 
 use arc_swap::ArcSwap;
 use rustls::crypto::CryptoProvider;
@@ -18,8 +14,6 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert, ServerConfig};
 use rustls::sign::CertifiedKey;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 
 use crate::error::{Error, Result};
 
@@ -112,80 +106,4 @@ fn read_pair(cert_file: &Path, key_file: &Path, provider: &CryptoProvider) -> Re
     let certified = CertifiedKey::from_der(chain, key, provider)
         .map_err(|e| bad(key_file, format!("does not match the certificate in {}: {e}", cert_file.display())))?;
     Ok((pem, certified))
-}
-
-/// A connection on the token port: plain, or TLS (handshake first). One type
-/// for both, so one accept loop serves either; the handshake runs inside the
-/// connection's task, never in the accept loop.
-pub enum Stream {
-    Plain(TcpStream),
-    Handshaking(Box<tokio_rustls::Accept<TcpStream>>),
-    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
-    Failed,
-}
-
-impl Stream {
-    pub fn accept(stream: TcpStream, tls: Option<&tokio_rustls::TlsAcceptor>) -> Stream {
-        match tls {
-            Some(acceptor) => Stream::Handshaking(Box::new(acceptor.accept(stream))),
-            None => Stream::Plain(stream),
-        }
-    }
-
-    /// Drives the handshake; ready once the stream can carry data.
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if let Stream::Handshaking(accept) = self {
-            match ready!(Pin::new(accept.as_mut()).poll(cx)) {
-                Ok(tls) => *self = Stream::Tls(Box::new(tls)),
-                Err(e) => {
-                    *self = Stream::Failed;
-                    return Poll::Ready(Err(e));
-                }
-            }
-        }
-        match self {
-            Stream::Failed => Poll::Ready(Err(io::Error::new(io::ErrorKind::NotConnected, "TLS handshake failed"))),
-            _ => Poll::Ready(Ok(())),
-        }
-    }
-}
-
-impl AsyncRead for Stream {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        ready!(self.poll_ready(cx))?;
-        match &mut *self {
-            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-            _ => Poll::Ready(Ok(())),
-        }
-    }
-}
-
-impl AsyncWrite for Stream {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
-        ready!(self.poll_ready(cx))?;
-        match &mut *self {
-            Stream::Plain(s) => Pin::new(s).poll_write(cx, data),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, data),
-            _ => Poll::Ready(Ok(0)),
-        }
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        ready!(self.poll_ready(cx))?;
-        match &mut *self {
-            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-            _ => Poll::Ready(Ok(())),
-        }
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut *self {
-            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-            // Nothing was established: nothing to close politely.
-            _ => Poll::Ready(Ok(())),
-        }
-    }
 }

@@ -53,6 +53,100 @@ pub struct Config {
     /// Log format: json (one object per line) or text.
     #[arg(long, env = "SIGIL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
+
+    #[command(flatten)]
+    pub webhook: WebhookConfig,
+}
+
+/// The sidecar-injection webhook: off unless --webhook-listen is given.
+#[derive(Debug, clap::Args)]
+pub struct WebhookConfig {
+    /// Serve the sidecar-injection admission webhook (HTTPS) on this address,
+    /// on every replica, leader or not.
+    #[arg(long, env = "SIGIL_WEBHOOK_LISTEN")]
+    pub webhook_listen: Option<SocketAddr>,
+
+    /// Secret holding the webhook's certificate (tls.crt, tls.key), in
+    /// --webhook-secret-namespace (default: $POD_NAMESPACE).
+    #[arg(long, env = "SIGIL_WEBHOOK_SECRET", default_value = "sigil-webhook-tls")]
+    pub webhook_secret: String,
+
+    #[arg(long, env = "SIGIL_WEBHOOK_SECRET_NAMESPACE")]
+    pub webhook_secret_namespace: Option<String>,
+
+    /// Issue the certificate (a CA and a serving certificate in
+    /// --webhook-secret) and keep the CA in --webhook-configuration's
+    /// caBundle. false: something else writes both (cert-manager).
+    #[arg(long, env = "SIGIL_WEBHOOK_MANAGE_CERTIFICATE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub webhook_manage_certificate: bool,
+
+    /// The MutatingWebhookConfiguration whose caBundle the operator keeps.
+    #[arg(long, env = "SIGIL_WEBHOOK_CONFIGURATION", default_value = "sigil-injector")]
+    pub webhook_configuration: String,
+
+    /// DNS name the API server dials (the webhook Service's
+    /// <service>.<namespace>.svc); repeatable.
+    #[arg(long = "webhook-dns-name", env = "SIGIL_WEBHOOK_DNS_NAMES", value_delimiter = ',')]
+    pub webhook_dns_names: Vec<String>,
+
+    /// The sidecar image injected.
+    #[arg(long, env = "SIGIL_INJECT_IMAGE", default_value = concat!("sigil-sidecar:", env!("CARGO_PKG_VERSION")))]
+    pub inject_image: String,
+
+    #[arg(long, env = "SIGIL_INJECT_IMAGE_PULL_POLICY", default_value = "IfNotPresent")]
+    pub inject_image_pull_policy: String,
+
+    /// The issuer URL every injected sidecar requires in `iss`, byte for byte.
+    #[arg(long, env = "SIGIL_INJECT_ISSUER")]
+    pub inject_issuer: Option<String>,
+
+    /// SigningKey (<namespace>/<name>) for Pods whose sigil.dev/signing-key
+    /// annotation names none.
+    #[arg(long, env = "SIGIL_INJECT_SIGNING_KEY")]
+    pub inject_signing_key: Option<String>,
+
+    /// The injected sidecar's resources, as a Kubernetes ResourceRequirements
+    /// in JSON.
+    #[arg(
+        long,
+        env = "SIGIL_INJECT_RESOURCES",
+        default_value = r#"{"requests":{"cpu":"50m","memory":"16Mi"},"limits":{"cpu":"500m","memory":"64Mi"}}"#
+    )]
+    pub inject_resources: String,
+}
+
+impl WebhookConfig {
+    /// What every injection uses, or why the flags do not add up. `None`
+    /// when the webhook is off.
+    pub fn injection(&self) -> Result<Option<crate::inject::Defaults>, String> {
+        if self.webhook_listen.is_none() {
+            return Ok(None);
+        }
+        let issuer = self.inject_issuer.clone().filter(|i| !i.is_empty()).ok_or(
+            "--inject-issuer is required with --webhook-listen: the issuer URL injected sidecars require in `iss`",
+        )?;
+        let signing_key = match &self.inject_signing_key {
+            Some(value) if !value.contains('/') => {
+                return Err(format!("--inject-signing-key {value:?}: expected <namespace>/<name>"));
+            }
+            Some(value) => {
+                Some(crate::inject::KeyRef::parse(value, "").map_err(|e| format!("--inject-signing-key: {e}"))?)
+            }
+            None => None,
+        };
+        let resources = serde_json::from_str(&self.inject_resources)
+            .map_err(|e| format!("--inject-resources is not a ResourceRequirements in JSON: {e}"))?;
+        if self.webhook_manage_certificate && self.webhook_dns_names.is_empty() {
+            return Err("--webhook-dns-name is required when the operator issues the webhook's certificate: the webhook Service's <service>.<namespace>.svc".into());
+        }
+        Ok(Some(crate::inject::Defaults {
+            image: self.inject_image.clone(),
+            image_pull_policy: self.inject_image_pull_policy.clone(),
+            issuer,
+            signing_key,
+            resources,
+        }))
+    }
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -149,5 +243,34 @@ mod tests {
         assert!(err.contains("--min-pre-publish"), "{err}");
         assert_eq!(parse(&["--min-pre-publish", "1s"]).expect("parse").min_pre_publish, Duration::from_secs(1));
         assert!(matches!(parse(&["crd"]).expect("crd").command, Some(Command::Crd)));
+    }
+
+    #[test]
+    fn the_webhook_is_off_by_default_and_its_flags_are_checked_when_on() {
+        assert!(parse(&[]).expect("parse").webhook.injection().expect("off").is_none());
+        let on = ["--webhook-listen=0.0.0.0:9443", "--webhook-dns-name=sigil-operator.sigil.svc"];
+        let err = parse(&on).expect("parse").webhook.injection().expect_err("no issuer");
+        assert!(err.contains("--inject-issuer"), "{err}");
+        let with = |extra: &[&str]| {
+            let args: Vec<&str> = on
+                .iter()
+                .chain(["--inject-issuer=http://sigil-issuer.sigil.svc"].iter())
+                .chain(extra)
+                .copied()
+                .collect();
+            parse(&args).expect("parse").webhook.injection()
+        };
+        let defaults = with(&[]).expect("valid").expect("on");
+        assert_eq!(defaults.image, concat!("sigil-sidecar:", env!("CARGO_PKG_VERSION")));
+        assert!(defaults.resources.limits.is_some() && defaults.signing_key.is_none());
+        let key = with(&["--inject-signing-key=sigil/api"]).expect("valid").expect("on").signing_key;
+        assert_eq!(key.map(|k| k.to_string()).as_deref(), Some("sigil/api"));
+        assert!(with(&["--inject-signing-key=api"]).expect_err("no namespace").contains("<namespace>/<name>"));
+        assert!(with(&["--inject-resources={"]).expect_err("bad json").contains("--inject-resources"));
+        let no_names = parse(&["--webhook-listen=0.0.0.0:9443", "--inject-issuer=http://i"]).expect("parse");
+        assert!(no_names.webhook.injection().expect_err("no dns name").contains("--webhook-dns-name"));
+        let external =
+            ["--webhook-listen=0.0.0.0:9443", "--inject-issuer=http://i", "--webhook-manage-certificate=false"];
+        assert!(parse(&external).expect("parse").webhook.injection().expect("cert-manager writes it").is_some());
     }
 }

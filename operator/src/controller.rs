@@ -45,6 +45,16 @@ pub struct Options {
     pub limits: crate::decide::Limits,
     pub lease: Option<LeaseConfig>,
     pub admin: TcpListener,
+    pub webhook: Option<Webhook>,
+}
+
+/// The sidecar-injection webhook, when on.
+pub struct Webhook {
+    pub listener: TcpListener,
+    pub defaults: crate::inject::Defaults,
+    pub certificate: crate::webhook::cert::Target,
+    /// Issue the certificate and keep caBundle (false: cert-manager does).
+    pub manage_certificate: bool,
 }
 
 pub async fn run(opts: Options) -> Result<(), Fatal> {
@@ -82,13 +92,48 @@ pub async fn run(opts: Options) -> Result<(), Fatal> {
     metrics.register(&mut registry);
     registry.register_collector(Box::new(StatusCollector { store: controller.store() }));
 
+    // The webhook runs on every replica from the start; the certificate's
+    // upkeep waits for the Lease like every other write.
+    let mut background = tokio::task::JoinSet::new();
+    let mut certificate = None;
+    let served = crate::webhook::cert::Served::default();
+    if let Some(webhook) = opts.webhook {
+        let injection = crate::webhook::InjectionMetrics::default();
+        injection.register(&mut registry);
+        let target = webhook.certificate;
+        let injector = Arc::new(crate::webhook::Injector {
+            client: client.clone(),
+            defaults: webhook.defaults,
+            metrics: injection,
+        });
+        background.spawn(crate::webhook::cert::follow(
+            client.clone(),
+            target.secret_namespace.clone(),
+            target.secret_name.clone(),
+            served.clone(),
+        ));
+        background.spawn(crate::webhook::serve(webhook.listener, injector, served.clone(), std::future::pending()));
+        certificate = Some((target, webhook.manage_certificate));
+    }
+
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     let admin = tokio::spawn(admin::serve(opts.admin, Arc::new(registry), ready.clone(), async {
         let _ = admin_stopped.await;
     }));
-    // Ready means connected to the API with the CRD in place; a standby
-    // replica is ready too, so a rollout of two replicas can finish.
-    ready.set(true);
+    // Ready means connected to the API with the CRD in place (and, with the
+    // webhook on, a certificate to serve); a standby replica is ready too, so
+    // a rollout of two replicas can finish.
+    if certificate.is_some() {
+        let (ready, served) = (ready.clone(), served.clone());
+        background.spawn(async move {
+            while served.current().is_none() {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            ready.set(true);
+        });
+    } else {
+        ready.set(true);
+    }
 
     let mut elector = opts.lease.map(|lease| Elector::new(client.clone(), lease));
     let shutdown = sigil_runtime::shutdown::signal();
@@ -102,6 +147,9 @@ pub async fn run(opts: Options) -> Result<(), Fatal> {
 
     let reporter = Reporter { controller: MANAGED_BY.to_owned(), instance: std::env::var("POD_NAME").ok() };
     let fence = elector.as_ref().map_or_else(Fence::open, Elector::fence);
+    if let Some((target, true)) = certificate {
+        background.spawn(crate::webhook::cert::maintain(client.clone(), fence.clone(), target));
+    }
     let ctx = Arc::new(Context {
         recorder: Recorder::new(client.clone(), reporter),
         client,
@@ -147,6 +195,7 @@ pub async fn run(opts: Options) -> Result<(), Fatal> {
     {
         elector.release().await;
     }
+    background.abort_all();
     stop(admin, stop_admin).await?;
     outcome
 }

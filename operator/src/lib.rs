@@ -14,9 +14,11 @@ pub mod error;
 pub mod fence;
 #[cfg(test)]
 mod fixtures;
+pub mod inject;
 pub mod leader;
 pub mod metrics;
 mod observe;
 pub mod reconcile;
+pub mod webhook;
 
 pub use decide::Limits;

@@ -145,3 +145,32 @@ topologySpreadConstraints:
 securityContext:
   {{- toYaml .ctx.Values.podSecurityContext | nindent 2 }}
 {{- end }}
+
+{{/* Injector (the operator's sidecar-injection webhook) */}}
+
+{{- define "sigil.injector.fullname" -}}
+{{- printf "%s-injector" (include "sigil.fullname" .) }}
+{{- end }}
+
+{{- define "sigil.injector.secretName" -}}
+{{- printf "%s-tls" (include "sigil.injector.fullname" .) }}
+{{- end }}
+
+{{- define "sigil.injector.enabled" -}}
+{{- if and .Values.injector.enabled (ne .Values.operator.scope "cluster") }}
+{{- fail "injector.enabled needs operator.scope=cluster: the webhook is cluster-wide (a MutatingWebhookConfiguration) and injected Pods read JWKS copies that only a cluster-scope operator distributes" }}
+{{- end }}
+{{- if and .Values.injector.enabled .Values.injector.certManager.enabled (not .Values.injector.certManager.issuerRef.name) }}
+{{- fail "injector.certManager.issuerRef.name is required: the cert-manager Issuer or ClusterIssuer that signs the webhook's certificate" }}
+{{- end }}
+{{- .Values.injector.enabled }}
+{{- end }}
+
+{{/* The SigningKey injected sidecars verify with unless a Pod names one. */}}
+{{- define "sigil.injector.signingKey" -}}
+{{- if .Values.injector.signingKey }}
+{{- .Values.injector.signingKey }}
+{{- else if .Values.issuer.enabled }}
+{{- printf "%s/%s" .Release.Namespace (include "sigil.issuer.signingKeyName" .) }}
+{{- end }}
+{{- end }}

@@ -17,6 +17,8 @@ pub enum OAuthError {
     UnauthorizedClient,
     UnsupportedGrantType,
     InvalidScope(String),
+    /// RFC 8693 section 2.2.2: the requested audience is not one the caller may have.
+    InvalidTarget,
     TooManyFailures(Duration),
     PayloadTooLarge,
     /// No published signing key is loaded.
@@ -33,6 +35,7 @@ impl OAuthError {
             OAuthError::UnauthorizedClient => "unauthorized_client",
             OAuthError::UnsupportedGrantType => "unsupported_grant_type",
             OAuthError::InvalidScope(_) => "invalid_scope",
+            OAuthError::InvalidTarget => "invalid_target",
             OAuthError::TooManyFailures(_) | OAuthError::Unavailable => "temporarily_unavailable",
             OAuthError::ServerError => "server_error",
         }
@@ -68,6 +71,7 @@ impl OAuthError {
             OAuthError::UnsupportedGrantType => "supported grant types: client_credentials, password".to_owned(),
             OAuthError::InvalidScope(scope) if scope.is_empty() => "scope is malformed".to_owned(),
             OAuthError::InvalidScope(scope) => format!("scope {scope:?} is not allowed"),
+            OAuthError::InvalidTarget => "the requested audience is not allowed".to_owned(),
             OAuthError::TooManyFailures(_) => "too many failed authentications; retry later".to_owned(),
             OAuthError::PayloadTooLarge => "request body too large".to_owned(),
             OAuthError::Unavailable => "no published signing key is loaded yet".to_owned(),

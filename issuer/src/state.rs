@@ -5,15 +5,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use sigil_runtime::admin::Readiness;
 
 use crate::auth::Authenticator;
 use crate::clients::Registry;
-use crate::config::Config;
+use crate::config::{Config, WorkloadConfig};
 use crate::error::{Error, Result};
 use crate::keys::{KeyState, Keys};
 use crate::metrics::Metrics;
+use crate::workload::{SaTokenVerifier, WorkloadClients};
 
 /// The settings request handlers read (the rest of [`Config`] is for wiring).
 #[derive(Clone, Debug)]
@@ -33,6 +34,8 @@ pub struct AppState {
     pub auth: Authenticator,
     pub metrics: Metrics,
     pub readiness: Readiness,
+    /// Set with --workload-identity.
+    pub workload: Option<WorkloadState>,
     clients_file: PathBuf,
     clients: ArcSwap<Registry>,
     generation: AtomicU64,
@@ -76,6 +79,7 @@ impl AppState {
             auth,
             metrics,
             readiness,
+            workload: config.workload.clone().map(WorkloadState::new),
             clients_file: config.clients_file.clone(),
             clients: ArcSwap::from_pointee(clients),
             generation: AtomicU64::new(0),
@@ -140,6 +144,46 @@ impl AppState {
     fn observe_keys(&self, keys: &KeyState) {
         self.metrics.observe_keys(keys);
         self.readiness.set(keys.signer.is_some() && !self.stopping.load(Ordering::SeqCst));
+    }
+}
+
+/// Workload identity's inputs: the API server's ServiceAccount token keys
+/// and the SigilClients, each replaced whole as it changes, so requests
+/// never see half of an update.
+pub struct WorkloadState {
+    pub config: WorkloadConfig,
+    verifier: ArcSwapOption<SaTokenVerifier>,
+    clients: ArcSwap<WorkloadClients>,
+}
+
+impl WorkloadState {
+    pub fn new(config: WorkloadConfig) -> WorkloadState {
+        WorkloadState {
+            config,
+            verifier: ArcSwapOption::empty(),
+            clients: ArcSwap::from_pointee(WorkloadClients::default()),
+        }
+    }
+
+    /// Replaces the ServiceAccount token keys with the API server's JWKS
+    /// (`/openid/v1/jwks`); on error the previous keys stay.
+    pub fn set_jwks(&self, jwks: &[u8]) -> std::result::Result<(), String> {
+        let verifier = SaTokenVerifier::new(&self.config.issuer, &self.config.audience, jwks)?;
+        self.verifier.store(Some(Arc::new(verifier)));
+        Ok(())
+    }
+
+    /// The keys, once a JWKS has been loaded.
+    pub fn verifier(&self) -> Option<Arc<SaTokenVerifier>> {
+        self.verifier.load_full()
+    }
+
+    pub fn set_clients(&self, clients: WorkloadClients) {
+        self.clients.store(Arc::new(clients));
+    }
+
+    pub fn clients(&self) -> Arc<WorkloadClients> {
+        self.clients.load_full()
     }
 }
 

@@ -105,7 +105,7 @@ impl WorkloadError {
             (WorkloadError::Token(_), Presented::SubjectToken) => {
                 OAuthError::InvalidRequest("subject_token is invalid")
             }
-            (WorkloadError::NotAdmitted, Presented::SubjectToken) => OAuthError::InvalidGrant,
+            (WorkloadError::NotAdmitted, Presented::SubjectToken) => OAuthError::NotAdmitted,
             (WorkloadError::AudienceNotAllowed, Presented::ClientAssertion) => {
                 OAuthError::InvalidRequest("the requested audience is not allowed")
             }
@@ -163,6 +163,14 @@ impl SaTokenVerifier {
             return Err("the service-account JWKS has no usable key".to_owned());
         }
         Ok(SaTokenVerifier { issuer: issuer.to_owned(), audience: audience.to_owned(), keys: parsed.keys })
+    }
+
+    /// The algorithms of the published keys, each once.
+    pub fn algorithms(&self) -> Vec<sigil_api::Algorithm> {
+        let mut algs: Vec<sigil_api::Algorithm> = self.keys.iter().map(|k| k.alg).collect();
+        algs.sort_by_key(|a| a.as_str());
+        algs.dedup();
+        algs
     }
 
     /// Verifies `token` at `now` (seconds since the epoch).

@@ -151,14 +151,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SIGIL_SERVICE_ACCOUNT_ISSUER")]
     pub service_account_issuer: Option<String>,
 
-    /// Where the API server publishes the ServiceAccount token keys (its
-    /// OIDC JWKS), fetched with the pod's own ServiceAccount token and CA.
-    #[arg(
-        long,
-        env = "SIGIL_SERVICE_ACCOUNT_JWKS_URL",
-        default_value = "https://kubernetes.default.svc/openid/v1/jwks"
-    )]
-    pub service_account_jwks_url: String,
+    /// Path on the API server of its ServiceAccount token keys (its OIDC
+    /// JWKS), read through the in-cluster client (the pod's own
+    /// ServiceAccount token and CA, or KUBECONFIG) every minute.
+    #[arg(long, env = "SIGIL_SERVICE_ACCOUNT_JWKS_PATH", default_value = "/openid/v1/jwks")]
+    pub service_account_jwks_path: String,
 
     /// The audience callers must request their ServiceAccount token for
     /// (projected volume `audience`); default: --issuer-url.
@@ -208,7 +205,8 @@ pub struct WorkloadConfig {
     pub issuer: String,
     /// Expected `aud` of ServiceAccount tokens.
     pub audience: String,
-    pub jwks_url: String,
+    /// API server path of the ServiceAccount JWKS.
+    pub jwks_path: String,
 }
 
 #[derive(Clone, Debug)]
@@ -268,10 +266,10 @@ impl ServeArgs {
                     return Err(Error::Config(format!("{flag} must be non-empty and without whitespace")));
                 }
             }
-            if !self.service_account_jwks_url.starts_with("https://") {
-                return Err(Error::Config("--service-account-jwks-url must be https://".into()));
+            if !self.service_account_jwks_path.starts_with('/') || self.service_account_jwks_path.contains("://") {
+                return Err(Error::Config("--service-account-jwks-path must be a path such as /openid/v1/jwks".into()));
             }
-            Some(WorkloadConfig { issuer, audience, jwks_url: self.service_account_jwks_url })
+            Some(WorkloadConfig { issuer, audience, jwks_path: self.service_account_jwks_path })
         } else {
             None
         };
@@ -400,14 +398,14 @@ mod tests {
         let on = ["--workload-identity", "--service-account-issuer=https://kubernetes.default.svc.cluster.local"];
         let workload = parse(&on).expect("parse").serve.validate().expect("valid").workload.expect("on");
         assert_eq!(workload.audience, "https://issuer.example", "defaults to the issuer URL");
-        assert_eq!(workload.jwks_url, "https://kubernetes.default.svc/openid/v1/jwks");
+        assert_eq!(workload.jwks_path, "/openid/v1/jwks");
         let args = [&on[..], &["--service-account-audience=sigil"]].concat();
         assert_eq!(
             parse(&args).expect("parse").serve.validate().expect("valid").workload.expect("on").audience,
             "sigil"
         );
-        let args = [&on[..], &["--service-account-jwks-url=http://10.0.0.1/openid/v1/jwks"]].concat();
-        assert!(parse(&args).expect("parse").serve.validate().is_err(), "plain HTTP JWKS");
+        let args = [&on[..], &["--service-account-jwks-path=https://10.0.0.1/openid/v1/jwks"]].concat();
+        assert!(parse(&args).expect("parse").serve.validate().is_err(), "a URL, not a path");
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! (HTTP) with [`token_request`] (parsing), [`auth`] with [`auth_cache`] and [`rate_limit`] (who is asking),
 //! [`scope`] (what they get), [`token`] and [`keys`] (signing), [`clients`] and
 //! [`password`] (the clients file), [`workload`] (ServiceAccount tokens and
-//! SigilClients), [`state`] (reloads), [`metrics`].
+//! SigilClients) with [`workload_watch`] (their inputs from the API server), [`state`] (reloads), [`metrics`].
 
 pub mod auth;
 pub mod auth_cache;
@@ -26,5 +26,6 @@ pub mod tls;
 pub mod token;
 pub mod token_request;
 pub mod workload;
+pub mod workload_watch;
 
 pub use error::{Error, Result};

@@ -35,7 +35,7 @@ pub struct AppState {
     pub metrics: Metrics,
     pub readiness: Readiness,
     /// Set with --workload-identity.
-    pub workload: Option<WorkloadState>,
+    pub workload: Option<Arc<WorkloadState>>,
     clients_file: PathBuf,
     clients: ArcSwap<Registry>,
     generation: AtomicU64,
@@ -79,7 +79,7 @@ impl AppState {
             auth,
             metrics,
             readiness,
-            workload: config.workload.clone().map(WorkloadState::new),
+            workload: config.workload.clone().map(|w| Arc::new(WorkloadState::new(w))),
             clients_file: config.clients_file.clone(),
             clients: ArcSwap::from_pointee(clients),
             generation: AtomicU64::new(0),

@@ -26,8 +26,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
+use sigil_api::SigilClient;
 use sigil_api::jwk::{JwkSet, VerifyingKey};
-use sigil_api::sigil_client::ValidSigilClient;
+use sigil_api::sigil_client::{SigilClientError, ValidSigilClient};
 
 use crate::oauth::OAuthError;
 use crate::scope::{self, ScopeError};
@@ -241,6 +242,25 @@ pub struct WorkloadClient {
 pub struct WorkloadClients {
     /// (namespace, ServiceAccount) -> admitting SigilClients, ordered by name.
     admitted: HashMap<(String, String), Vec<Arc<WorkloadClient>>>,
+}
+
+/// Indexes SigilClients as the API server holds them. Invalid ones (a
+/// cluster may serve an older CRD) admit nothing and are returned, by
+/// `<namespace>/<name>`, to be reported.
+pub fn index<'a>(
+    objects: impl IntoIterator<Item = &'a SigilClient>,
+) -> (WorkloadClients, Vec<(String, SigilClientError)>) {
+    let mut valid = Vec::new();
+    let mut invalid = Vec::new();
+    for object in objects {
+        let namespace = object.metadata.namespace.clone().unwrap_or_default();
+        let name = object.metadata.name.clone().unwrap_or_default();
+        match object.spec.validate() {
+            Ok(spec) => valid.push(WorkloadClient { namespace, name, spec }),
+            Err(error) => invalid.push((format!("{namespace}/{name}"), error)),
+        }
+    }
+    (WorkloadClients::new(valid), invalid)
 }
 
 /// What an admitted workload gets.
@@ -592,6 +612,33 @@ mod tests {
             let label = format!("{error:?} {presented:?}");
             assert_eq!(error.to_oauth(presented).code(), code, "{label}");
         }
+    }
+
+    #[test]
+    fn index_skips_and_reports_invalid_sigil_clients() {
+        let object = |ns: &str, name: &str, spec: serde_json::Value| -> SigilClient {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "sigil.dev/v1alpha1", "kind": "SigilClient",
+                "metadata": {"namespace": ns, "name": name}, "spec": spec,
+            }))
+            .expect("object")
+        };
+        let objects = [
+            object("shop", "good", serde_json::json!({"serviceAccounts": ["orders"], "audiences": ["api"]})),
+            object("shop", "bad", serde_json::json!({"serviceAccounts": ["Admin"], "audiences": ["api"]})),
+        ];
+        let (clients, invalid) = index(objects.iter());
+        assert_eq!(clients.len(), 1);
+        assert_eq!(invalid, [("shop/bad".to_owned(), SigilClientError::ServiceAccount("Admin".into()))]);
+        let identity = |sa: &str| WorkloadIdentity {
+            namespace: "shop".into(),
+            service_account: sa.into(),
+            service_account_uid: "u".into(),
+            pod: None,
+            expires_at: NOW,
+        };
+        assert_eq!(clients.decide(&identity("orders"), None, None).expect("admitted").sigil_client, "shop/good");
+        assert_eq!(clients.decide(&identity("Admin"), None, None), Err(WorkloadError::NotAdmitted));
     }
 
     #[test]

@@ -51,7 +51,7 @@ impl Harness {
             config.workload = Some(WorkloadConfig {
                 issuer: SA_ISSUER.to_owned(),
                 audience: ISSUER.to_owned(),
-                jwks_url: "https://kubernetes.default.svc/openid/v1/jwks".to_owned(),
+                jwks_path: "/openid/v1/jwks".to_owned(),
             });
         }
         let (state, _registry) = server::prepare(&config).expect("issuer loads");

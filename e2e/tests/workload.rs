@@ -1,7 +1,8 @@
 //! Workload identity against a real kube-apiserver: tokens its TokenRequest
 //! API mints (bound to a Pod, as a projected volume's are) are exchanged at
-//! the issuer, which reads the API server's service-account JWKS and watches
-//! SigilClients itself (`sigil_issuer::workload_watch`, in-process here).
+//! the issuer, which reads the API server's service-account JWKS, watches
+//! SigilClients and reviews pod bindings itself (`sigil_issuer::workload_watch`,
+//! in-process here); a token of a deleted pod is refused.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,8 +44,13 @@ async fn issuer(dir: &std::path::Path, client: &kube::Client) -> Arc<AppState> {
     write_atomically(&dir.join("keys"), &files).expect("key volume");
     write_atomically(&dir.join("jwks"), &[(contract::JWKS, jwks.as_bytes())]).expect("jwks volume");
     std::fs::write(dir.join("clients.yaml"), "clients: []\n").expect("clients file");
-    let workload =
-        WorkloadConfig { issuer: sa_issuer, audience: ISSUER.to_owned(), jwks_path: "/openid/v1/jwks".into() };
+    // A short review TTL, so a deleted pod's token is refused within the test.
+    let workload = WorkloadConfig {
+        issuer: sa_issuer,
+        audience: ISSUER.to_owned(),
+        jwks_path: "/openid/v1/jwks".into(),
+        review_ttl: Duration::from_secs(1),
+    };
     let config = Config {
         listen: "127.0.0.1:0".parse().expect("addr"),
         tls: None,
@@ -195,4 +201,13 @@ async fn tokens_minted_by_the_api_server_are_exchanged() {
         (post(&state, exchange(&token, "")).await.1["error"] == "invalid_grant").then_some(())
     })
     .await;
+
+    // The pod the token is bound to is deleted: the API server's TokenReview
+    // refuses the token, and so does the issuer within its review TTL (1s here).
+    pods.delete("orders-1", &Default::default()).await.expect("delete pod");
+    eventually("the deleted pod's token to be refused", Duration::from_secs(30), || async {
+        (post(&state, exchange(&token, "")).await.1["error"] == "invalid_request").then_some(())
+    })
+    .await;
+    assert_eq!(post(&state, assertion(&token)).await.1["error"], "invalid_client");
 }

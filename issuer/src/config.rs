@@ -162,6 +162,12 @@ pub struct ServeArgs {
     #[arg(long, env = "SIGIL_SERVICE_ACCOUNT_AUDIENCE")]
     pub service_account_audience: Option<String>,
 
+    /// How long the API server's answer (TokenReview) on a pod-bound
+    /// ServiceAccount token is trusted: a deleted pod's token stops working
+    /// within this time; each token costs one TokenReview per period.
+    #[arg(long, env = "SIGIL_SERVICE_ACCOUNT_REVIEW_TTL", default_value = "60s", value_parser = duration)]
+    pub service_account_review_ttl: Duration,
+
     /// Log format.
     #[arg(long, env = "SIGIL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
@@ -207,6 +213,8 @@ pub struct WorkloadConfig {
     pub audience: String,
     /// API server path of the ServiceAccount JWKS.
     pub jwks_path: String,
+    /// How long a TokenReview of a pod-bound token is trusted.
+    pub review_ttl: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -269,7 +277,11 @@ impl ServeArgs {
             if !self.service_account_jwks_path.starts_with('/') || self.service_account_jwks_path.contains("://") {
                 return Err(Error::Config("--service-account-jwks-path must be a path such as /openid/v1/jwks".into()));
             }
-            Some(WorkloadConfig { issuer, audience, jwks_path: self.service_account_jwks_path })
+            let review_ttl = self.service_account_review_ttl;
+            if review_ttl < Duration::from_secs(1) || review_ttl > Duration::from_secs(3600) {
+                return Err(Error::Config("--service-account-review-ttl must be between 1s and 1h".into()));
+            }
+            Some(WorkloadConfig { issuer, audience, jwks_path: self.service_account_jwks_path, review_ttl })
         } else {
             None
         };
@@ -399,6 +411,9 @@ mod tests {
         let workload = parse(&on).expect("parse").serve.validate().expect("valid").workload.expect("on");
         assert_eq!(workload.audience, "https://issuer.example", "defaults to the issuer URL");
         assert_eq!(workload.jwks_path, "/openid/v1/jwks");
+        assert_eq!(workload.review_ttl, Duration::from_secs(60));
+        let args = [&on[..], &["--service-account-review-ttl=2h"]].concat();
+        assert!(parse(&args).expect("parse").serve.validate().is_err(), "review ttl bounded");
         let args = [&on[..], &["--service-account-audience=sigil"]].concat();
         assert_eq!(
             parse(&args).expect("parse").serve.validate().expect("valid").workload.expect("on").audience,

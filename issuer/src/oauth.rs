@@ -25,9 +25,9 @@ pub enum OAuthError {
     PayloadTooLarge,
     /// No published signing key is loaded.
     Unavailable,
-    /// Workload identity is on but the API server's ServiceAccount token
-    /// keys are not loaded (yet).
-    NoServiceAccountKeys,
+    /// Workload identity is on but cannot verify now: the API server's
+    /// ServiceAccount token keys are not loaded yet, or a TokenReview failed.
+    WorkloadUnavailable,
     ServerError,
 }
 
@@ -41,7 +41,7 @@ impl OAuthError {
             OAuthError::UnsupportedGrantType => "unsupported_grant_type",
             OAuthError::InvalidScope(_) => "invalid_scope",
             OAuthError::InvalidTarget => "invalid_target",
-            OAuthError::TooManyFailures(_) | OAuthError::Unavailable | OAuthError::NoServiceAccountKeys => {
+            OAuthError::TooManyFailures(_) | OAuthError::Unavailable | OAuthError::WorkloadUnavailable => {
                 "temporarily_unavailable"
             }
             OAuthError::ServerError => "server_error",
@@ -55,7 +55,7 @@ impl OAuthError {
             OAuthError::PayloadTooLarge => "payload_too_large",
             OAuthError::Unavailable => "no_published_key",
             OAuthError::NotAdmitted => "not_admitted",
-            OAuthError::NoServiceAccountKeys => "no_service_account_keys",
+            OAuthError::WorkloadUnavailable => "workload_unavailable",
             other => other.code(),
         }
     }
@@ -65,7 +65,7 @@ impl OAuthError {
             OAuthError::InvalidClient => StatusCode::UNAUTHORIZED,
             OAuthError::TooManyFailures(_) => StatusCode::TOO_MANY_REQUESTS,
             OAuthError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            OAuthError::Unavailable | OAuthError::NoServiceAccountKeys => StatusCode::SERVICE_UNAVAILABLE,
+            OAuthError::Unavailable | OAuthError::WorkloadUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             OAuthError::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_REQUEST,
         }
@@ -85,7 +85,7 @@ impl OAuthError {
             OAuthError::TooManyFailures(_) => "too many failed authentications; retry later".to_owned(),
             OAuthError::PayloadTooLarge => "request body too large".to_owned(),
             OAuthError::Unavailable => "no published signing key is loaded yet".to_owned(),
-            OAuthError::NoServiceAccountKeys => "the ServiceAccount token keys are not loaded yet".to_owned(),
+            OAuthError::WorkloadUnavailable => "ServiceAccount tokens cannot be verified right now; retry".to_owned(),
             OAuthError::ServerError => "internal error".to_owned(),
         }
     }
@@ -108,7 +108,7 @@ impl IntoResponse for OAuthError {
                 let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
             }
-            OAuthError::Unavailable | OAuthError::NoServiceAccountKeys => {
+            OAuthError::Unavailable | OAuthError::WorkloadUnavailable => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             }
             _ => {}

@@ -70,7 +70,7 @@ async fn issue(state: &AppState, request: Request) -> Result<Response, OAuthErro
         .map_err(|_| OAuthError::PayloadTooLarge)?;
     let granted = match token_request::parse(&parts.headers, &body)? {
         Parsed::Client(request) => authorize(state, request, source).await?,
-        Parsed::Workload(request) => authorize_workload(state, request, source)?,
+        Parsed::Workload(request) => authorize_workload(state, request, source).await?,
     };
     mint(state, &granted)
 }
@@ -142,8 +142,9 @@ async fn authorize(state: &AppState, request: TokenRequest, source: IpAddr) -> R
 }
 
 /// Verifies the ServiceAccount token (signature and claims against the API
-/// server's JWKS in memory: no API call) and decides by SigilClient.
-fn authorize_workload(state: &AppState, request: WorkloadRequest, source: IpAddr) -> Result<Granted, OAuthError> {
+/// server's JWKS in memory), checks a pod binding with the API server on
+/// first sight and then once per review TTL (cached), and decides by SigilClient.
+async fn authorize_workload(state: &AppState, request: WorkloadRequest, source: IpAddr) -> Result<Granted, OAuthError> {
     let presented = request.presented;
     let Some(workload) = &state.workload else {
         return Err(match presented {
@@ -151,7 +152,7 @@ fn authorize_workload(state: &AppState, request: WorkloadRequest, source: IpAddr
             Presented::SubjectToken => OAuthError::UnsupportedGrantType,
         });
     };
-    let verifier = workload.verifier().ok_or(OAuthError::NoServiceAccountKeys)?;
+    let verifier = workload.verifier().ok_or(OAuthError::WorkloadUnavailable)?;
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let identity = verifier.verify(&request.token, now).map_err(|e| {
         // The reason is fixed text; never the token.
@@ -160,6 +161,15 @@ fn authorize_workload(state: &AppState, request: WorkloadRequest, source: IpAddr
         }
         e.to_oauth(presented)
     })?;
+    if let Some(reviewer) = workload.reviewer() {
+        workload::check_binding(reviewer.as_ref(), &workload.reviews, &request.token, &identity, now).await.map_err(
+            |e| {
+                tracing::info!(%source, namespace = %identity.namespace, service_account = %identity.service_account,
+                    refusal = ?e, "ServiceAccount token binding refused");
+                e.to_oauth(presented)
+            },
+        )?;
+    }
     let subject = identity.subject();
     if request.client_id.as_ref().is_some_and(|id| *id != subject) {
         return Err(match presented {

@@ -14,7 +14,7 @@ use crate::config::{Config, WorkloadConfig};
 use crate::error::{Error, Result};
 use crate::keys::{KeyState, Keys};
 use crate::metrics::Metrics;
-use crate::workload::{SaTokenVerifier, WorkloadClients};
+use crate::workload::{ReviewCache, Reviewer, SaTokenVerifier, WorkloadClients};
 
 /// The settings request handlers read (the rest of [`Config`] is for wiring).
 #[derive(Clone, Debug)]
@@ -154,15 +154,34 @@ pub struct WorkloadState {
     pub config: WorkloadConfig,
     verifier: ArcSwapOption<SaTokenVerifier>,
     clients: ArcSwap<WorkloadClients>,
+    /// Checks pod bindings; installed with the API client (without one,
+    /// as in router tests, bindings are not checked beyond `exp`).
+    reviewer: std::sync::OnceLock<Arc<dyn Reviewer>>,
+    pub reviews: ReviewCache,
 }
+
+/// Most remembered TokenReview answers (one per live pod-bound token).
+const REVIEW_CACHE_SIZE: usize = 100_000;
 
 impl WorkloadState {
     pub fn new(config: WorkloadConfig) -> WorkloadState {
+        let config_review_ttl = config.review_ttl;
         WorkloadState {
             config,
             verifier: ArcSwapOption::empty(),
             clients: ArcSwap::from_pointee(WorkloadClients::default()),
+            reviewer: std::sync::OnceLock::new(),
+            reviews: ReviewCache::new(config_review_ttl, REVIEW_CACHE_SIZE),
         }
+    }
+
+    /// Installs the TokenReview client (once).
+    pub fn set_reviewer(&self, reviewer: Arc<dyn Reviewer>) {
+        let _ = self.reviewer.set(reviewer);
+    }
+
+    pub fn reviewer(&self) -> Option<&Arc<dyn Reviewer>> {
+        self.reviewer.get()
     }
 
     /// Replaces the ServiceAccount token keys with the API server's JWKS

@@ -83,6 +83,8 @@ pub enum WorkloadError {
     ScopeMalformed,
     /// No admitting SigilClient (that allows the audience) allows this scope.
     ScopeNotAllowed(String),
+    /// The pod binding could not be checked (TokenReview failed).
+    Unavailable,
 }
 
 /// How the ServiceAccount token was presented, which decides the error code.
@@ -113,6 +115,7 @@ impl WorkloadError {
             (WorkloadError::AudienceNotAllowed, Presented::SubjectToken) => OAuthError::InvalidTarget,
             (WorkloadError::ScopeMalformed, _) => OAuthError::InvalidScope(String::new()),
             (WorkloadError::ScopeNotAllowed(s), _) => OAuthError::InvalidScope(s),
+            (WorkloadError::Unavailable, _) => OAuthError::WorkloadUnavailable,
         }
     }
 }
@@ -226,6 +229,91 @@ impl SaTokenVerifier {
             return Err(WorkloadError::Token("sub does not name the kubernetes.io ServiceAccount"));
         }
         Ok(identity)
+    }
+}
+
+/// Asks the API server whether it still accepts a token (TokenReview): the
+/// one authority on bound-object revocation (a deleted Pod, a recreated
+/// ServiceAccount). Boxed future: the issuer holds it as a trait object.
+pub trait Reviewer: Send + Sync {
+    /// `Ok(true)` if the API server accepts `token` now.
+    fn review<'a>(
+        &'a self,
+        token: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool, String>> + Send + 'a>>;
+}
+
+/// Remembers tokens the API server accepted, each until the earlier of its
+/// `exp` and `now + ttl`, so a pod's token costs one TokenReview per `ttl`
+/// and a deleted pod's token stops working within `ttl`. Keyed by a digest:
+/// no token is kept. Bounded: when full, expired entries go, and if none
+/// has expired nothing new is remembered (correct, only slower).
+pub struct ReviewCache {
+    ttl: Duration,
+    capacity: usize,
+    accepted: std::sync::Mutex<HashMap<[u8; 32], u64>>,
+}
+
+impl ReviewCache {
+    pub fn new(ttl: Duration, capacity: usize) -> ReviewCache {
+        ReviewCache { ttl, capacity, accepted: std::sync::Mutex::new(HashMap::new()) }
+    }
+
+    fn key(token: &str) -> [u8; 32] {
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+        let mut key = [0u8; 32];
+        key.copy_from_slice(digest.as_ref());
+        key
+    }
+
+    pub fn contains(&self, token: &str, now: u64) -> bool {
+        let accepted = self.accepted.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        accepted.get(&Self::key(token)).is_some_and(|until| now < *until)
+    }
+
+    pub fn insert(&self, token: &str, expires_at: u64, now: u64) {
+        let until = expires_at.min(now.saturating_add(self.ttl.as_secs()));
+        let mut accepted = self.accepted.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if accepted.len() >= self.capacity {
+            accepted.retain(|_, until| now < *until);
+        }
+        if accepted.len() < self.capacity {
+            accepted.insert(Self::key(token), until);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.accepted.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Checks a verified identity's pod binding: pod-bound tokens are reviewed
+/// by the API server on first sight and then every `ttl` (see
+/// [`ReviewCache`]); unbound tokens have nothing to check beyond `exp`.
+pub async fn check_binding(
+    reviewer: &dyn Reviewer,
+    cache: &ReviewCache,
+    token: &str,
+    identity: &WorkloadIdentity,
+    now: u64,
+) -> Result<(), WorkloadError> {
+    if identity.pod.is_none() || cache.contains(token, now) {
+        return Ok(());
+    }
+    match reviewer.review(token).await {
+        Ok(true) => {
+            cache.insert(token, identity.expires_at, now);
+            Ok(())
+        }
+        Ok(false) => Err(WorkloadError::Token("the API server no longer accepts it (its pod is gone?)")),
+        Err(error) => {
+            tracing::warn!(%error, "TokenReview failed");
+            Err(WorkloadError::Unavailable)
+        }
     }
 }
 
@@ -639,6 +727,73 @@ mod tests {
         };
         assert_eq!(clients.decide(&identity("orders"), None, None).expect("admitted").sigil_client, "shop/good");
         assert_eq!(clients.decide(&identity("Admin"), None, None), Err(WorkloadError::NotAdmitted));
+    }
+
+    /// A reviewer that answers from a flag and counts its calls.
+    struct FakeReviewer {
+        accept: std::sync::atomic::AtomicBool,
+        fail: bool,
+        calls: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Reviewer for FakeReviewer {
+        fn review<'a>(
+            &'a self,
+            _token: &'a str,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool, String>> + Send + 'a>> {
+            self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let answer = if self.fail {
+                Err("down".to_owned())
+            } else {
+                Ok(self.accept.load(std::sync::atomic::Ordering::SeqCst))
+            };
+            Box::pin(async move { answer })
+        }
+    }
+
+    #[tokio::test]
+    async fn pod_bound_tokens_are_reviewed_once_per_ttl_and_refused_once_revoked() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let api = ApiServer::new(Algorithm::RS256);
+        let token = api.token(|_| {});
+        let identity = api.verifier().verify(&token, NOW).expect("verifies");
+        let reviewer = FakeReviewer { accept: true.into(), fail: false, calls: 0.into() };
+        let cache = ReviewCache::new(Duration::from_secs(60), 100);
+        check_binding(&reviewer, &cache, &token, &identity, NOW).await.expect("accepted");
+        check_binding(&reviewer, &cache, &token, &identity, NOW + 59).await.expect("cached");
+        assert_eq!(reviewer.calls.load(SeqCst), 1, "one review within the ttl");
+        // The pod is deleted: the API server refuses the token from now on.
+        reviewer.accept.store(false, SeqCst);
+        let refused = check_binding(&reviewer, &cache, &token, &identity, NOW + 60).await;
+        assert_eq!(refused, Err(WorkloadError::Token("the API server no longer accepts it (its pod is gone?)")));
+        assert_eq!(reviewer.calls.load(SeqCst), 2);
+        assert_eq!(refused.map_err(|e| e.to_oauth(Presented::ClientAssertion).code()), Err("invalid_client"));
+
+        // Unbound tokens are not reviewed; a failing review is retryable, not a refusal.
+        let unbound = api.token(|c| {
+            c["kubernetes.io"].as_object_mut().expect("object").remove("pod");
+        });
+        let unbound_identity = api.verifier().verify(&unbound, NOW).expect("verifies");
+        check_binding(&reviewer, &cache, &unbound, &unbound_identity, NOW).await.expect("nothing to check");
+        assert_eq!(reviewer.calls.load(SeqCst), 2);
+        let down = FakeReviewer { accept: true.into(), fail: true, calls: 0.into() };
+        let fresh = ReviewCache::new(Duration::from_secs(60), 100);
+        let err = check_binding(&down, &fresh, &token, &identity, NOW).await.expect_err("unavailable");
+        assert_eq!(err.to_oauth(Presented::SubjectToken).code(), "temporarily_unavailable");
+    }
+
+    #[test]
+    fn the_review_cache_is_bounded_and_never_outlives_the_token() {
+        let cache = ReviewCache::new(Duration::from_secs(60), 2);
+        cache.insert("a", NOW + 10, NOW);
+        assert!(cache.contains("a", NOW + 9) && !cache.contains("a", NOW + 10), "exp bounds the entry");
+        cache.insert("b", NOW + 600, NOW);
+        cache.insert("c", NOW + 600, NOW);
+        assert_eq!(cache.len(), 2, "full: nothing new while nothing expired");
+        assert!(!cache.contains("c", NOW));
+        cache.insert("c", NOW + 600, NOW + 10);
+        assert!(cache.contains("c", NOW + 10), "expired entries make room");
+        assert!(!cache.contains("b", NOW + 60), "ttl bounds the entry");
     }
 
     #[test]

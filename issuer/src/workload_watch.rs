@@ -5,7 +5,9 @@
 //! Least privilege: `list` and `watch` on `sigilclients.sigil.dev` (all
 //! namespaces) and `get` on the non-resource URL `/openid/v1/jwks` (Kubernetes
 //! grants that to every ServiceAccount through the
-//! `system:service-account-issuer-discovery` binding). Nothing is written.
+//! `system:service-account-issuer-discovery` binding); `create` on
+//! `tokenreviews.authentication.k8s.io` for pod bindings (as in the
+//! `system:auth-delegator` ClusterRole). Nothing is written.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +19,38 @@ use sigil_api::SigilClient;
 use tokio::task::JoinHandle;
 
 use crate::state::WorkloadState;
-use crate::workload;
+use crate::workload::{self, Reviewer};
+
+/// TokenReview through the API client.
+pub struct KubeReviewer {
+    client: Client,
+    audience: String,
+}
+
+impl KubeReviewer {
+    pub fn new(client: Client, audience: String) -> KubeReviewer {
+        KubeReviewer { client, audience }
+    }
+}
+
+impl Reviewer for KubeReviewer {
+    fn review<'a>(
+        &'a self,
+        token: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool, String>> + Send + 'a>> {
+        use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
+        Box::pin(async move {
+            let api: Api<TokenReview> = Api::all(self.client.clone());
+            let review = TokenReview {
+                spec: TokenReviewSpec { audiences: Some(vec![self.audience.clone()]), token: Some(token.to_owned()) },
+                ..TokenReview::default()
+            };
+            // The error names the request, never its body.
+            let answer = api.create(&kube::api::PostParams::default(), &review).await.map_err(|e| e.to_string())?;
+            Ok(answer.status.and_then(|s| s.authenticated).unwrap_or(false))
+        })
+    }
+}
 
 /// How often the JWKS is re-read once loaded: the API server adds a new key
 /// before it signs with it, so a minute's delay loses nothing.
@@ -25,8 +58,9 @@ pub const JWKS_REFRESH: Duration = Duration::from_secs(60);
 /// How soon a failed JWKS read is retried.
 const JWKS_RETRY: Duration = Duration::from_secs(5);
 
-/// Starts both loops; abort the handles to stop them.
+/// Installs the TokenReview client and starts both loops; abort the handles to stop them.
 pub fn spawn(client: Client, workload: Arc<WorkloadState>, jwks_path: String) -> Vec<JoinHandle<()>> {
+    workload.set_reviewer(Arc::new(KubeReviewer::new(client.clone(), workload.config.audience.clone())));
     vec![
         tokio::spawn(poll_jwks(client.clone(), workload.clone(), jwks_path)),
         tokio::spawn(watch_clients(client, workload)),

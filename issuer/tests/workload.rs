@@ -52,6 +52,7 @@ impl Harness {
                 issuer: SA_ISSUER.to_owned(),
                 audience: ISSUER.to_owned(),
                 jwks_path: "/openid/v1/jwks".to_owned(),
+                review_ttl: std::time::Duration::from_secs(60),
             });
         }
         let (state, _registry) = server::prepare(&config).expect("issuer loads");

@@ -18,6 +18,7 @@ use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::{Value, json};
 use sigil_api::contract::{self, SecretKeys};
 use sigil_api::{Algorithm, JwkSet, PrivateKey};
+use sigil_e2e::process::{Proc, binary, free_port};
 use sigil_e2e::{ControlPlane, eventually};
 use sigil_issuer::config::{Config, WorkloadConfig};
 use sigil_issuer::state::AppState;
@@ -27,8 +28,8 @@ use tower::ServiceExt;
 
 const ISSUER: &str = "https://sigil-issuer.sigil.svc";
 
-/// The issuer, in-process, with workload identity on against `cp`.
-async fn issuer(dir: &std::path::Path, client: &kube::Client) -> Arc<AppState> {
+/// The API server's `--service-account-issuer`, from its OIDC discovery.
+async fn service_account_issuer(client: &kube::Client) -> String {
     let discovery: Value = serde_json::from_str(
         &client
             .request_text(http::Request::get("/.well-known/openid-configuration").body(Vec::new()).expect("request"))
@@ -36,7 +37,12 @@ async fn issuer(dir: &std::path::Path, client: &kube::Client) -> Arc<AppState> {
             .expect("the API server's OIDC discovery"),
     )
     .expect("JSON");
-    let sa_issuer = discovery["issuer"].as_str().expect("issuer").to_owned();
+    discovery["issuer"].as_str().expect("issuer").to_owned()
+}
+
+/// The issuer's files under `dir`, as the kubelet would mount them: keys/,
+/// jwks/jwks.json and an empty clients.yaml.
+fn issuer_files(dir: &std::path::Path) {
     let key = PrivateKey::generate(Algorithm::ES256, None).expect("key");
     let jwks = JwkSet { keys: vec![key.public_jwk().clone()] }.to_json();
     let data = SecretKeys { active: key, next: None }.to_secret_data();
@@ -44,6 +50,12 @@ async fn issuer(dir: &std::path::Path, client: &kube::Client) -> Arc<AppState> {
     write_atomically(&dir.join("keys"), &files).expect("key volume");
     write_atomically(&dir.join("jwks"), &[(contract::JWKS, jwks.as_bytes())]).expect("jwks volume");
     std::fs::write(dir.join("clients.yaml"), "clients: []\n").expect("clients file");
+}
+
+/// The issuer, in-process, with workload identity on against `cp`.
+async fn issuer(dir: &std::path::Path, client: &kube::Client) -> Arc<AppState> {
+    let sa_issuer = service_account_issuer(client).await;
+    issuer_files(dir);
     // A short review TTL, so a deleted pod's token is refused within the test.
     let workload = WorkloadConfig {
         issuer: sa_issuer,
@@ -210,4 +222,74 @@ async fn tokens_minted_by_the_api_server_are_exchanged() {
     })
     .await;
     assert_eq!(post(&state, assertion(&token)).await.1["error"], "invalid_client");
+}
+
+/// The binary as the chart would run it: `--workload-identity` makes it build
+/// its own Kubernetes client (KUBECONFIG here; in a pod, its ServiceAccount).
+#[tokio::test]
+async fn the_issuer_binary_serves_workload_identity() {
+    let cp = ControlPlane::shared();
+    let ns = cp.namespace("workload-bin");
+    let client = cp.client().await;
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns);
+    let sa: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": "batch"}})).expect("sa");
+    sas.create(&PostParams::default(), &sa).await.expect("ServiceAccount");
+    let resource = ApiResource::from_gvk(&GroupVersionKind::gvk("sigil.dev", "v1alpha1", "SigilClient"));
+    let sigil_clients: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &resource);
+    let object: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "sigil.dev/v1alpha1", "kind": "SigilClient", "metadata": {"name": "batch"},
+        "spec": {"serviceAccounts": ["batch"], "audiences": ["reports-api"]},
+    }))
+    .expect("SigilClient");
+    sigil_clients.create(&PostParams::default(), &object).await.expect("SigilClient");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    issuer_files(dir.path());
+    let (port, admin_port) = (free_port(), free_port());
+    let issuer_url = format!("http://127.0.0.1:{port}");
+    let sa_issuer = service_account_issuer(&client).await;
+    let path = |p: &str| dir.path().join(p).display().to_string();
+    let args: Vec<String> = [
+        format!("--listen=127.0.0.1:{port}"),
+        format!("--admin-listen=127.0.0.1:{admin_port}"),
+        format!("--key-dir={}", path("keys")),
+        format!("--jwks-file={}", path("jwks/jwks.json")),
+        format!("--issuer-url={issuer_url}"),
+        "--audience=unused".to_owned(),
+        format!("--clients-file={}", path("clients.yaml")),
+        "--log-format=text".to_owned(),
+        "--workload-identity".to_owned(),
+        format!("--service-account-issuer={sa_issuer}"),
+    ]
+    .into();
+    let kubeconfig = cp.kubeconfig.display().to_string();
+    let mut process = Proc::start(
+        "issuer",
+        &binary("sigil-issuer", "sigil-issuer"),
+        &args,
+        &[("KUBECONFIG", kubeconfig.as_str())],
+        &dir.path().join("logs"),
+    );
+    let token = mint(&sas, "batch", &issuer_url, None).await;
+    let url = format!("{issuer_url}/token");
+    let reply = eventually("the issuer binary to admit batch", Duration::from_secs(60), || async {
+        match sigil_e2e::http::post_form(&url, &assertion(&token), &[]).await {
+            Ok(reply) if reply.status == StatusCode::OK => Some(reply),
+            _ => None,
+        }
+    })
+    .await;
+    process.assert_running();
+    let issued = claims(reply.json()["access_token"].as_str().expect("access_token"));
+    assert_eq!(issued["sub"], format!("system:serviceaccount:{ns}:batch"));
+    assert_eq!(issued["aud"], "reports-api");
+    let metadata = sigil_e2e::http::get(&format!("{issuer_url}/.well-known/oauth-authorization-server"), &[])
+        .await
+        .expect("metadata")
+        .json();
+    assert_eq!(metadata["token_endpoint_auth_signing_alg_values_supported"], json!(["RS256"]));
+    // The log never holds the ServiceAccount token.
+    let log = std::fs::read_to_string(&process.log).unwrap_or_default();
+    assert!(!log.contains(&token), "the token was logged");
+    assert!(log.contains("ServiceAccount token keys loaded"), "{log}");
 }

@@ -152,9 +152,8 @@ async fn authorize_workload(state: &AppState, request: WorkloadRequest, source: 
             Presented::SubjectToken => OAuthError::UnsupportedGrantType,
         });
     };
-    let verifier = workload.verifier().ok_or(OAuthError::WorkloadUnavailable)?;
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let identity = verifier.verify(&request.token, now).map_err(|e| {
+    let identity = workload.verify(&request.token, now).map_err(|e| {
         // The reason is fixed text; never the token.
         if let workload::WorkloadError::Token(reason) = &e {
             tracing::info!(%source, reason, "ServiceAccount token refused");

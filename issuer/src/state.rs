@@ -14,7 +14,9 @@ use crate::config::{Config, WorkloadConfig};
 use crate::error::{Error, Result};
 use crate::keys::{KeyState, Keys};
 use crate::metrics::Metrics;
-use crate::workload::{ReviewCache, Reviewer, SaTokenVerifier, WorkloadClients};
+use crate::workload::{
+    ReviewCache, Reviewer, SaTokenVerifier, VerifiedCache, WorkloadClients, WorkloadError, WorkloadIdentity,
+};
 
 /// The settings request handlers read (the rest of [`Config`] is for wiring).
 #[derive(Clone, Debug)]
@@ -158,6 +160,10 @@ pub struct WorkloadState {
     /// as in router tests, bindings are not checked beyond `exp`).
     reviewer: std::sync::OnceLock<Arc<dyn Reviewer>>,
     pub reviews: ReviewCache,
+    verified: VerifiedCache,
+    /// Digest and version number of the JWKS in use: re-reading an
+    /// unchanged JWKS keeps the verification cache warm.
+    jwks_version: std::sync::Mutex<(Option<[u8; 32]>, u64)>,
 }
 
 /// Most remembered TokenReview answers (one per live pod-bound token).
@@ -172,6 +178,8 @@ impl WorkloadState {
             clients: ArcSwap::from_pointee(WorkloadClients::default()),
             reviewer: std::sync::OnceLock::new(),
             reviews: ReviewCache::new(config_review_ttl, REVIEW_CACHE_SIZE),
+            verified: VerifiedCache::new(REVIEW_CACHE_SIZE),
+            jwks_version: std::sync::Mutex::new((None, 0)),
         }
     }
 
@@ -187,9 +195,24 @@ impl WorkloadState {
     /// Replaces the ServiceAccount token keys with the API server's JWKS
     /// (`/openid/v1/jwks`); on error the previous keys stay.
     pub fn set_jwks(&self, jwks: &[u8]) -> std::result::Result<(), String> {
-        let verifier = SaTokenVerifier::new(&self.config.issuer, &self.config.audience, jwks)?;
+        let digest = crate::workload::digest(jwks);
+        let mut version = self.jwks_version.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if version.0 == Some(digest) {
+            return Ok(());
+        }
+        let generation = version.1 + 1;
+        let verifier =
+            SaTokenVerifier::new(&self.config.issuer, &self.config.audience, jwks)?.with_generation(generation);
         self.verifier.store(Some(Arc::new(verifier)));
+        *version = (Some(digest), generation);
         Ok(())
+    }
+
+    /// Verifies a ServiceAccount token with the loaded keys (cached; see
+    /// `workload::VerifiedCache`).
+    pub fn verify(&self, token: &str, now: u64) -> std::result::Result<WorkloadIdentity, WorkloadError> {
+        let verifier = self.verifier().ok_or(WorkloadError::Unavailable)?;
+        self.verified.verify(&verifier, token, now)
     }
 
     /// The keys, once a JWKS has been loaded.

@@ -127,6 +127,9 @@ pub struct SaTokenVerifier {
     issuer: String,
     audience: String,
     keys: Vec<VerifyingKey>,
+    /// Which JWKS version this is: cached verifications of another version
+    /// do not count (see [`VerifiedCache`]).
+    generation: u64,
 }
 
 /// The claims of a bound ServiceAccount token that matter here.
@@ -166,7 +169,22 @@ impl SaTokenVerifier {
         if parsed.keys.is_empty() {
             return Err("the service-account JWKS has no usable key".to_owned());
         }
-        Ok(SaTokenVerifier { issuer: issuer.to_owned(), audience: audience.to_owned(), keys: parsed.keys })
+        Ok(SaTokenVerifier {
+            issuer: issuer.to_owned(),
+            audience: audience.to_owned(),
+            keys: parsed.keys,
+            generation: 0,
+        })
+    }
+
+    /// The same verifier, numbered as JWKS version `generation`.
+    pub fn with_generation(mut self, generation: u64) -> SaTokenVerifier {
+        self.generation = generation;
+        self
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// The algorithms of the published keys, each once.
@@ -259,16 +277,9 @@ impl ReviewCache {
         ReviewCache { ttl, capacity, accepted: std::sync::Mutex::new(HashMap::new()) }
     }
 
-    fn key(token: &str) -> [u8; 32] {
-        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
-        let mut key = [0u8; 32];
-        key.copy_from_slice(digest.as_ref());
-        key
-    }
-
     pub fn contains(&self, token: &str, now: u64) -> bool {
         let accepted = self.accepted.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        accepted.get(&Self::key(token)).is_some_and(|until| now < *until)
+        accepted.get(&digest(token.as_bytes())).is_some_and(|until| now < *until)
     }
 
     pub fn insert(&self, token: &str, expires_at: u64, now: u64) {
@@ -278,12 +289,71 @@ impl ReviewCache {
             accepted.retain(|_, until| now < *until);
         }
         if accepted.len() < self.capacity {
-            accepted.insert(Self::key(token), until);
+            accepted.insert(digest(token.as_bytes()), until);
         }
     }
 
     pub fn len(&self) -> usize {
         self.accepted.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// SHA-256: caches are keyed by it, so no token is kept in memory.
+pub fn digest(bytes: &[u8]) -> [u8; 32] {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
+    let mut key = [0u8; 32];
+    key.copy_from_slice(digest.as_ref());
+    key
+}
+
+/// Tokens that verified, so a warm request costs a digest and a lookup, not
+/// a signature check: each entry lasts as long as the token would verify
+/// (its `exp` plus [`LEEWAY`]) and only for the JWKS version that verified
+/// it. Bounded like [`ReviewCache`].
+pub struct VerifiedCache {
+    capacity: usize,
+    entries: std::sync::Mutex<HashMap<[u8; 32], (u64, WorkloadIdentity)>>,
+}
+
+impl VerifiedCache {
+    pub fn new(capacity: usize) -> VerifiedCache {
+        VerifiedCache { capacity, entries: std::sync::Mutex::new(HashMap::new()) }
+    }
+
+    fn valid(identity: &WorkloadIdentity, now: u64) -> bool {
+        now < identity.expires_at.saturating_add(LEEWAY.as_secs())
+    }
+
+    /// Verifies `token` with `verifier`, or answers from the cache.
+    pub fn verify(&self, verifier: &SaTokenVerifier, token: &str, now: u64) -> Result<WorkloadIdentity, WorkloadError> {
+        let key = digest(token.as_bytes());
+        {
+            let entries = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some((generation, identity)) = entries.get(&key)
+                && *generation == verifier.generation()
+                && Self::valid(identity, now)
+            {
+                return Ok(identity.clone());
+            }
+        }
+        let identity = verifier.verify(token, now)?;
+        let mut entries = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if entries.len() >= self.capacity {
+            entries
+                .retain(|_, (generation, identity)| *generation == verifier.generation() && Self::valid(identity, now));
+        }
+        if entries.len() < self.capacity {
+            entries.insert(key, (verifier.generation(), identity.clone()));
+        }
+        Ok(identity)
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -794,6 +864,29 @@ mod tests {
         cache.insert("c", NOW + 600, NOW + 10);
         assert!(cache.contains("c", NOW + 10), "expired entries make room");
         assert!(!cache.contains("b", NOW + 60), "ttl bounds the entry");
+    }
+
+    #[test]
+    fn verified_tokens_are_cached_for_their_lifetime_and_their_jwks_version() {
+        let api = ApiServer::new(Algorithm::ES256);
+        let verifier = api.verifier().with_generation(1);
+        let cache = VerifiedCache::new(2);
+        let token = api.token(|_| {});
+        let identity = cache.verify(&verifier, &token, NOW).expect("verifies");
+        assert_eq!(cache.len(), 1);
+        // A cached answer is the same answer, until exp plus the leeway.
+        assert_eq!(cache.verify(&verifier, &token, NOW + 629), Ok(identity));
+        assert_eq!(cache.verify(&verifier, &token, NOW + 630), Err(WorkloadError::Token("expired")));
+        // Another JWKS version (the key is gone): the cache does not vouch.
+        let rotated = ApiServer::new(Algorithm::ES256).verifier().with_generation(2);
+        assert!(matches!(cache.verify(&rotated, &token, NOW), Err(WorkloadError::Token(_))));
+        // Refusals are not cached; the cache stays bounded.
+        assert!(cache.verify(&verifier, "x.y.z", NOW).is_err());
+        for i in 0..3 {
+            let other = api.token(|c| c["jti"] = serde_json::json!(i));
+            cache.verify(&verifier, &other, NOW).expect("verifies");
+        }
+        assert!(cache.len() <= 2, "bounded: {}", cache.len());
     }
 
     #[test]

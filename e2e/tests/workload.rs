@@ -207,13 +207,6 @@ async fn tokens_minted_by_the_api_server_are_exchanged() {
     assert_eq!(post(&state, exchange(&token, "&scope=orders.write")).await.1["error"], "invalid_scope");
     assert_eq!(post(&state, exchange(&token, "&audience=billing-api")).await.1["error"], "invalid_target");
 
-    // The SigilClient is watched: deleting it revokes admission.
-    sigil_clients.delete("orders", &Default::default()).await.expect("delete");
-    eventually("the deletion to reach the issuer", Duration::from_secs(30), || async {
-        (post(&state, exchange(&token, "")).await.1["error"] == "invalid_grant").then_some(())
-    })
-    .await;
-
     // The pod the token is bound to is deleted: the API server's TokenReview
     // refuses the token, and so does the issuer within its review TTL (1s here).
     pods.delete("orders-1", &Default::default()).await.expect("delete pod");
@@ -222,6 +215,14 @@ async fn tokens_minted_by_the_api_server_are_exchanged() {
     })
     .await;
     assert_eq!(post(&state, assertion(&token)).await.1["error"], "invalid_client");
+
+    // The SigilClient is watched: deleting it revokes admission (decided
+    // before any TokenReview, so a workload not admitted causes no API call).
+    sigil_clients.delete("orders", &Default::default()).await.expect("delete");
+    eventually("the deletion to reach the issuer", Duration::from_secs(30), || async {
+        (post(&state, exchange(&token, "")).await.1["error"] == "invalid_grant").then_some(())
+    })
+    .await;
 }
 
 /// The binary as the chart would run it: `--workload-identity` makes it build

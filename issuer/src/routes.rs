@@ -142,8 +142,8 @@ async fn authorize(state: &AppState, request: TokenRequest, source: IpAddr) -> R
 }
 
 /// Verifies the ServiceAccount token (signature and claims against the API
-/// server's JWKS in memory), checks a pod binding with the API server on
-/// first sight and then once per review TTL (cached), and decides by SigilClient.
+/// server's JWKS in memory), decides by SigilClient, then checks a pod
+/// binding with the API server on first sight and once per review TTL (cached).
 async fn authorize_workload(state: &AppState, request: WorkloadRequest, source: IpAddr) -> Result<Granted, OAuthError> {
     let presented = request.presented;
     let Some(workload) = &state.workload else {
@@ -160,15 +160,6 @@ async fn authorize_workload(state: &AppState, request: WorkloadRequest, source: 
         }
         e.to_oauth(presented)
     })?;
-    if let Some(reviewer) = workload.reviewer() {
-        workload::check_binding(reviewer.as_ref(), &workload.reviews, &request.token, &identity, now).await.map_err(
-            |e| {
-                tracing::info!(%source, namespace = %identity.namespace, service_account = %identity.service_account,
-                    refusal = ?e, "ServiceAccount token binding refused");
-                e.to_oauth(presented)
-            },
-        )?;
-    }
     let subject = identity.subject();
     if request.client_id.as_ref().is_some_and(|id| *id != subject) {
         return Err(match presented {
@@ -184,6 +175,16 @@ async fn authorize_workload(state: &AppState, request: WorkloadRequest, source: 
                 refusal = ?e, "workload identity refused");
             e.to_oauth(presented)
         })?;
+    // Last, so only admitted workloads can cause an API call.
+    if let Some(reviewer) = workload.reviewer() {
+        workload::check_binding(reviewer.as_ref(), &workload.reviews, &request.token, &identity, now).await.map_err(
+            |e| {
+                tracing::info!(%source, namespace = %identity.namespace, service_account = %identity.service_account,
+                    refusal = ?e, "ServiceAccount token binding refused");
+                e.to_oauth(presented)
+            },
+        )?;
+    }
     tracing::debug!(sigil_client = %decision.sigil_client, %subject, "workload identity admitted");
     Ok(Granted {
         client_id: subject.clone(),

@@ -5,10 +5,11 @@ CARGO ?= cargo
 
 all: lint test
 
-## generate: rewrite crds/signingkey.yaml (and the chart's copy) from the Rust types (api/src/signing_key.rs)
+## generate: rewrite crds/signingkey.yaml and crds/sigilclient.yaml (and the chart's copies) from the Rust types (api/src/signing_key.rs, api/src/sigil_client.rs)
 generate:
-	$(CARGO) run -q -p sigil-api --bin crdgen > crds/signingkey.yaml
-	cp crds/signingkey.yaml charts/sigil/crds/signingkey.yaml
+	$(CARGO) run -q -p sigil-api --bin crdgen -- signingkey > crds/signingkey.yaml
+	$(CARGO) run -q -p sigil-api --bin crdgen -- sigilclient > crds/sigilclient.yaml
+	cp crds/signingkey.yaml crds/sigilclient.yaml charts/sigil/crds/
 
 ## check-generated: fail when the committed CRD differs from the Rust types
 check-generated: generate

@@ -44,13 +44,13 @@ pub fn repo_root() -> PathBuf {
 
 impl ControlPlane {
     /// The control plane of this test process, started on first use, with the
-    /// SigningKey CRD installed.
+    /// SigningKey and SigilClient CRDs installed.
     pub fn shared() -> &'static ControlPlane {
         static SHARED: OnceLock<ControlPlane> = OnceLock::new();
         SHARED.get_or_init(|| {
             let cp = ControlPlane::start();
             cp.kubectl_ok(&["apply", "--server-side", "-f", &repo_root().join("crds").to_string_lossy()]);
-            cp.kubectl_ok(&["wait", "--for=condition=Established", "crd/signingkeys.sigil.dev", "--timeout=60s"]);
+            cp.wait_for_crds();
             cp
         })
     }
@@ -69,9 +69,20 @@ impl ControlPlane {
             }
             let cp = ControlPlane::launch("node", &args);
             cp.kubectl_ok(&["apply", "--server-side", "-f", &repo_root().join("crds").to_string_lossy()]);
-            cp.kubectl_ok(&["wait", "--for=condition=Established", "crd/signingkeys.sigil.dev", "--timeout=60s"]);
+            cp.wait_for_crds();
             cp
         })
+    }
+
+    /// Waits until every CRD of `crds/` is served.
+    fn wait_for_crds(&self) {
+        self.kubectl_ok(&[
+            "wait",
+            "--for=condition=Established",
+            "crd/signingkeys.sigil.dev",
+            "crd/sigilclients.sigil.dev",
+            "--timeout=60s",
+        ]);
     }
 
     /// A control plane of its own, without the CRD, for a test that installs

@@ -151,3 +151,88 @@ fn the_examples_apply() {
         assert!(header.contains(column), "{header}");
     }
 }
+
+fn sigil_client(name: &str, spec: Value) -> DynamicObject {
+    serde_json::from_value(json!({
+        "apiVersion": "sigil.dev/v1alpha1",
+        "kind": "SigilClient",
+        "metadata": {"name": name},
+        "spec": spec,
+    }))
+    .expect("object")
+}
+
+fn sigil_clients(client: kube::Client, ns: &str) -> Api<DynamicObject> {
+    let resource = ApiResource::from_gvk(&GroupVersionKind::gvk("sigil.dev", "v1alpha1", "SigilClient"));
+    Api::namespaced_with(client, ns, &resource)
+}
+
+#[tokio::test]
+async fn sigil_clients_are_validated_by_the_api_server() {
+    let cp = ControlPlane::shared();
+    let ns = cp.namespace("crd-sigilclient");
+    let api = sigil_clients(cp.client().await, &ns);
+    let valid = json!({"serviceAccounts": ["app"], "audiences": ["api"]});
+    let with = |extra: Value| {
+        let mut spec = valid.clone();
+        for (k, v) in extra.as_object().expect("object") {
+            spec[k] = v.clone();
+        }
+        spec
+    };
+    let cases = [
+        (json!({"audiences": ["api"]}), "spec.serviceAccounts: Required value"),
+        (json!({"serviceAccounts": ["app"]}), "spec.audiences: Required value"),
+        (with(json!({"serviceAccounts": []})), "spec.serviceAccounts: Invalid value"),
+        (with(json!({"audiences": []})), "spec.audiences: Invalid value"),
+        (
+            with(json!({"serviceAccounts": ["system:serviceaccount:other:app"]})),
+            "a SigilClient can only admit ServiceAccounts of its own namespace",
+        ),
+        (with(json!({"serviceAccounts": ["App"]})), "each entry must be the name of a ServiceAccount"),
+        (with(json!({"serviceAccounts": ["app", "app"]})), "spec.serviceAccounts[1]: Duplicate value"),
+        (with(json!({"scopes": ["orders read"]})), "each entry must be an RFC 6749 scope token"),
+        (with(json!({"scopes": ["a\\b"]})), "each entry must be an RFC 6749 scope token"),
+        (with(json!({"scopes": ["a\"b"]})), "each entry must be an RFC 6749 scope token"),
+        (with(json!({"audiences": ["has space"]})), "audiences: each entry must be non-empty printable text"),
+        (with(json!({"tokenTtl": "1d"})), "tokenTtl must be a Go duration"),
+        (with(json!({"tokenTtl": "25h"})), "tokenTtl must be between 1s and 24h"),
+        (with(json!({"tokenTtl": "0s"})), "tokenTtl must be between 1s and 24h"),
+    ];
+    for (i, (spec, want)) in cases.into_iter().enumerate() {
+        let message =
+            refusal(api.create(&PostParams::default(), &sigil_client(&format!("bad-{i}"), spec.clone())).await);
+        assert!(message.contains(want), "spec {spec}: message {message:?} lacks {want:?}");
+    }
+    for (i, spec) in [
+        valid.clone(),
+        with(json!({"scopes": ["orders.read", "x[y]z", "!", "~"], "tokenTtl": "24h"})),
+        with(json!({"serviceAccounts": ["a", "b.c", "d-e"], "audiences": ["api", "https://orders.example"], "tokenTtl": "1s"})),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        api.create(&PostParams::default(), &sigil_client(&format!("good-{i}"), spec.clone()))
+            .await
+            .unwrap_or_else(|e| panic!("spec {spec} is valid: {e}"));
+    }
+    // What the API server stores, the issuer's validation accepts.
+    let stored = api.get("good-1").await.expect("get");
+    let spec: sigil_api::SigilClientSpec = serde_json::from_value(stored.data["spec"].clone()).expect("typed spec");
+    let valid = spec.validate().expect("the issuer accepts what the API server accepted");
+    assert_eq!(valid.token_ttl, Some(std::time::Duration::from_secs(24 * 3600)));
+}
+
+#[test]
+fn the_sigil_client_example_applies() {
+    let cp = ControlPlane::shared();
+    let ns = cp.namespace("crd-sigilclient-example");
+    let path = repo_root().join("examples").join("sigilclient.yaml");
+    cp.kubectl_ok(&["apply", "-n", &ns, "-f", &path.to_string_lossy()]);
+    let table = cp.kubectl_ok(&["get", "sigc", "-n", &ns]);
+    let header = table.lines().next().unwrap_or_default();
+    for column in ["NAME", "SERVICE ACCOUNTS", "AUDIENCES", "TOKEN TTL", "AGE"] {
+        assert!(header.contains(column), "{header}");
+    }
+    assert!(table.contains("orders-api"), "{table}");
+}

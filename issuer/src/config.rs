@@ -138,6 +138,36 @@ pub struct ServeArgs {
     #[arg(long, env = "SIGIL_SHUTDOWN_DELAY", default_value = "5s", value_parser = duration)]
     pub shutdown_delay: Duration,
 
+    /// Accept projected ServiceAccount tokens (workload identity): as RFC 7523
+    /// client assertions on client_credentials and as RFC 8693 subject tokens,
+    /// for the ServiceAccounts that SigilClient resources admit. Off by default.
+    #[arg(long, env = "SIGIL_WORKLOAD_IDENTITY")]
+    pub workload_identity: bool,
+
+    /// The API server's --service-account-issuer: the `iss` of ServiceAccount
+    /// tokens (e.g. https://kubernetes.default.svc.cluster.local). Required
+    /// with --workload-identity: clusters differ, and a wrong guess would
+    /// refuse every token.
+    #[arg(long, env = "SIGIL_SERVICE_ACCOUNT_ISSUER")]
+    pub service_account_issuer: Option<String>,
+
+    /// Path on the API server of its ServiceAccount token keys (its OIDC
+    /// JWKS), read through the in-cluster client (the pod's own
+    /// ServiceAccount token and CA, or KUBECONFIG) every minute.
+    #[arg(long, env = "SIGIL_SERVICE_ACCOUNT_JWKS_PATH", default_value = "/openid/v1/jwks")]
+    pub service_account_jwks_path: String,
+
+    /// The audience callers must request their ServiceAccount token for
+    /// (projected volume `audience`); default: --issuer-url.
+    #[arg(long, env = "SIGIL_SERVICE_ACCOUNT_AUDIENCE")]
+    pub service_account_audience: Option<String>,
+
+    /// How long the API server's answer (TokenReview) on a pod-bound
+    /// ServiceAccount token is trusted: a deleted pod's token stops working
+    /// within this time; each token costs one TokenReview per period.
+    #[arg(long, env = "SIGIL_SERVICE_ACCOUNT_REVIEW_TTL", default_value = "60s", value_parser = duration)]
+    pub service_account_review_ttl: Duration,
+
     /// Log format.
     #[arg(long, env = "SIGIL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
@@ -170,6 +200,21 @@ pub struct Config {
     pub trusted_proxies: Vec<Cidr>,
     pub reload_period: Duration,
     pub shutdown_delay: Duration,
+    /// Set with --workload-identity.
+    pub workload: Option<WorkloadConfig>,
+}
+
+/// How ServiceAccount tokens are verified (see `workload`).
+#[derive(Clone, Debug)]
+pub struct WorkloadConfig {
+    /// Expected `iss` of ServiceAccount tokens.
+    pub issuer: String,
+    /// Expected `aud` of ServiceAccount tokens.
+    pub audience: String,
+    /// API server path of the ServiceAccount JWKS.
+    pub jwks_path: String,
+    /// How long a TokenReview of a pod-bound token is trusted.
+    pub review_ttl: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -219,6 +264,27 @@ impl ServeArgs {
         if self.auth_cache_size == 0 || self.auth_cache_ttl.is_zero() {
             return Err(Error::Config("--auth-cache-size and --auth-cache-ttl must be positive".into()));
         }
+        let workload = if self.workload_identity {
+            let issuer = self.service_account_issuer.ok_or_else(|| {
+                Error::Config("--service-account-issuer is required with --workload-identity (the API server's --service-account-issuer)".into())
+            })?;
+            let audience = self.service_account_audience.unwrap_or_else(|| issuer_url.clone());
+            for (flag, value) in [("--service-account-issuer", &issuer), ("--service-account-audience", &audience)] {
+                if value.is_empty() || value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                    return Err(Error::Config(format!("{flag} must be non-empty and without whitespace")));
+                }
+            }
+            if !self.service_account_jwks_path.starts_with('/') || self.service_account_jwks_path.contains("://") {
+                return Err(Error::Config("--service-account-jwks-path must be a path such as /openid/v1/jwks".into()));
+            }
+            let review_ttl = self.service_account_review_ttl;
+            if review_ttl < Duration::from_secs(1) || review_ttl > Duration::from_secs(3600) {
+                return Err(Error::Config("--service-account-review-ttl must be between 1s and 1h".into()));
+            }
+            Some(WorkloadConfig { issuer, audience, jwks_path: self.service_account_jwks_path, review_ttl })
+        } else {
+            None
+        };
         Ok(Config {
             listen: self.listen,
             tls,
@@ -239,6 +305,7 @@ impl ServeArgs {
             trusted_proxies: self.trusted_proxies,
             reload_period: self.reload_period,
             shutdown_delay: self.shutdown_delay,
+            workload,
         })
     }
 }
@@ -333,6 +400,27 @@ mod tests {
         let tls = parse(&["--tls-cert-file=/t/tls.crt", "--tls-key-file=/t/tls.key"]).expect("parse");
         assert!(tls.serve.validate().expect("https issuer").tls.is_some());
         assert!(parse(&["--issuer-url=http://issuer.example"]).expect("parse").serve.validate().is_ok(), "plain HTTP");
+    }
+
+    #[test]
+    fn workload_identity_is_off_by_default_and_needs_the_service_account_issuer() {
+        assert!(parse(&[]).expect("parse").serve.validate().expect("valid").workload.is_none());
+        let err = parse(&["--workload-identity"]).expect("parse").serve.validate().expect_err("no issuer");
+        assert!(err.to_string().contains("--service-account-issuer"), "{err}");
+        let on = ["--workload-identity", "--service-account-issuer=https://kubernetes.default.svc.cluster.local"];
+        let workload = parse(&on).expect("parse").serve.validate().expect("valid").workload.expect("on");
+        assert_eq!(workload.audience, "https://issuer.example", "defaults to the issuer URL");
+        assert_eq!(workload.jwks_path, "/openid/v1/jwks");
+        assert_eq!(workload.review_ttl, Duration::from_secs(60));
+        let args = [&on[..], &["--service-account-review-ttl=2h"]].concat();
+        assert!(parse(&args).expect("parse").serve.validate().is_err(), "review ttl bounded");
+        let args = [&on[..], &["--service-account-audience=sigil"]].concat();
+        assert_eq!(
+            parse(&args).expect("parse").serve.validate().expect("valid").workload.expect("on").audience,
+            "sigil"
+        );
+        let args = [&on[..], &["--service-account-jwks-path=https://10.0.0.1/openid/v1/jwks"]].concat();
+        assert!(parse(&args).expect("parse").serve.validate().is_err(), "a URL, not a path");
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! Modules, outside in: [`config`] (flags), [`server`] (wiring) with [`tls`], [`routes`]
 //! (HTTP) with [`token_request`] (parsing), [`auth`] with [`auth_cache`] and [`rate_limit`] (who is asking),
 //! [`scope`] (what they get), [`token`] and [`keys`] (signing), [`clients`] and
-//! [`password`] (the clients file), [`state`] (reloads), [`metrics`].
+//! [`password`] (the clients file), [`workload`] (ServiceAccount tokens and
+//! SigilClients) with [`workload_watch`] (their inputs from the API server), [`state`] (reloads), [`metrics`].
 
 pub mod auth;
 pub mod auth_cache;
@@ -24,5 +25,7 @@ pub mod state;
 pub mod tls;
 pub mod token;
 pub mod token_request;
+pub mod workload;
+pub mod workload_watch;
 
 pub use error::{Error, Result};

@@ -1,12 +1,14 @@
 //! The HTTP surface: `POST /token`, the JWKS and the discovery documents.
 //! [`app`] builds the whole router, so tests drive it without a socket.
 //!
-//! `/token` runs in three steps: parse ([`TokenRequest`], no I/O), authorize
-//! (client, user, scopes), mint (sign with the current published key).
+//! `/token` runs in three steps: parse ([`token_request::parse`], no I/O),
+//! authorize (client, user, scopes; or, with workload identity, the
+//! ServiceAccount token and its SigilClient), mint (sign with the current
+//! published key).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Body;
@@ -16,13 +18,14 @@ use axum::routing::{get, post};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 
 use crate::auth::AuthError;
-use crate::clients::{Client, GrantType};
+use crate::clients::GrantType;
 use crate::metrics::IssuedLabels;
 use crate::oauth::OAuthError;
 use crate::scope::{self, ScopeError};
 use crate::state::AppState;
-use crate::token::{self, Grant};
-use crate::token_request::{self, TokenRequest};
+use crate::token::{self, Grant, KubernetesClaim, NamedRef};
+use crate::token_request::{self, Parsed, TokenRequest, WorkloadRequest};
+use crate::workload::{self, Presented};
 use sigil_api::subject::{SubjectKind, subject as subject_of};
 use sigil_runtime::client_ip;
 
@@ -65,17 +68,26 @@ async fn issue(state: &AppState, request: Request) -> Result<Response, OAuthErro
         .await
         .map_err(|_| OAuthError::InvalidRequest("request body not received in time"))?
         .map_err(|_| OAuthError::PayloadTooLarge)?;
-    let request = TokenRequest::parse(&parts.headers, &body)?;
-    let granted = authorize(state, request, source).await?;
+    let granted = match token_request::parse(&parts.headers, &body)? {
+        Parsed::Client(request) => authorize(state, request, source).await?,
+        Parsed::Workload(request) => authorize_workload(state, request, source).await?,
+    };
     mint(state, &granted)
 }
 
 /// What a request is granted once every check has passed.
 struct Granted {
-    client: Arc<Client>,
-    grant: GrantType,
+    client_id: String,
+    /// The metrics label of the grant.
+    grant: &'static str,
     subject: String,
+    audience: String,
+    /// The client's own lifetime, if it sets one.
+    ttl: Option<Duration>,
     scope: String,
+    kubernetes: Option<KubernetesClaim>,
+    /// RFC 8693 responses name the issued token's type.
+    exchange: bool,
 }
 
 /// Authenticates the client (and the user, for the password grant) and
@@ -117,25 +129,99 @@ async fn authorize(state: &AppState, request: TokenRequest, source: IpAddr) -> R
         ScopeError::Malformed => OAuthError::InvalidScope(String::new()),
         ScopeError::NotAllowed(s) => OAuthError::InvalidScope(s),
     })?;
-    Ok(Granted { client, grant: request.grant, subject, scope: scope::join(&scopes) })
+    Ok(Granted {
+        client_id: client.id.clone(),
+        grant: request.grant.as_str(),
+        subject,
+        audience: client.audience.clone().unwrap_or_else(|| state.settings.audience.clone()),
+        ttl: client.ttl,
+        scope: scope::join(&scopes),
+        kubernetes: None,
+        exchange: false,
+    })
+}
+
+/// Verifies the ServiceAccount token (signature and claims against the API
+/// server's JWKS in memory), decides by SigilClient, then checks a pod
+/// binding with the API server on first sight and once per review TTL (cached).
+async fn authorize_workload(state: &AppState, request: WorkloadRequest, source: IpAddr) -> Result<Granted, OAuthError> {
+    let presented = request.presented;
+    let Some(workload) = &state.workload else {
+        return Err(match presented {
+            Presented::ClientAssertion => OAuthError::InvalidClient,
+            Presented::SubjectToken => OAuthError::UnsupportedGrantType,
+        });
+    };
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let identity = workload.verify(&request.token, now).map_err(|e| {
+        // The reason is fixed text; never the token.
+        if let workload::WorkloadError::Token(reason) = &e {
+            tracing::info!(%source, reason, "ServiceAccount token refused");
+        }
+        e.to_oauth(presented)
+    })?;
+    let subject = identity.subject();
+    if request.client_id.as_ref().is_some_and(|id| *id != subject) {
+        return Err(match presented {
+            Presented::ClientAssertion => OAuthError::InvalidClient,
+            Presented::SubjectToken => {
+                OAuthError::InvalidRequest("client_id does not name the subject_token's ServiceAccount")
+            }
+        });
+    }
+    let decision =
+        workload.clients().decide(&identity, request.audience.as_deref(), request.scope.as_deref()).map_err(|e| {
+            tracing::info!(%source, namespace = %identity.namespace, service_account = %identity.service_account,
+                refusal = ?e, "workload identity refused");
+            e.to_oauth(presented)
+        })?;
+    // Last, so only admitted workloads can cause an API call.
+    if let Some(reviewer) = workload.reviewer() {
+        workload::check_binding(reviewer.as_ref(), &workload.reviews, &request.token, &identity, now).await.map_err(
+            |e| {
+                tracing::info!(%source, namespace = %identity.namespace, service_account = %identity.service_account,
+                    refusal = ?e, "ServiceAccount token binding refused");
+                e.to_oauth(presented)
+            },
+        )?;
+    }
+    tracing::debug!(sigil_client = %decision.sigil_client, %subject, "workload identity admitted");
+    Ok(Granted {
+        client_id: subject.clone(),
+        grant: match presented {
+            Presented::ClientAssertion => GrantType::ClientCredentials.as_str(),
+            Presented::SubjectToken => "token_exchange",
+        },
+        subject,
+        audience: decision.audience,
+        ttl: decision.ttl,
+        scope: scope::join(&decision.scopes),
+        kubernetes: Some(KubernetesClaim {
+            namespace: identity.namespace,
+            serviceaccount: NamedRef { name: identity.service_account },
+            pod: identity.pod.map(|(name, _uid)| NamedRef { name }),
+        }),
+        exchange: presented == Presented::SubjectToken,
+    })
 }
 
 /// Signs the token with the current published key and builds the response.
 fn mint(state: &AppState, granted: &Granted) -> Result<Response, OAuthError> {
     let keys = state.keys.current();
     let signer = keys.signer.as_ref().ok_or(OAuthError::Unavailable)?;
-    let (settings, client) = (&state.settings, &granted.client);
+    let settings = &state.settings;
     // The SigningKey's maximum lifetime caps whatever the client or flag says:
     // its retired keys stay published only that long.
-    let configured = client.ttl.unwrap_or(settings.token_ttl);
+    let configured = granted.ttl.unwrap_or(settings.token_ttl);
     let ttl = keys.max_token_lifetime.map_or(configured, |cap| configured.min(cap));
     let claims = Grant {
         issuer: &settings.issuer_url,
         subject: &granted.subject,
-        audience: client.audience.as_deref().unwrap_or(&settings.audience),
-        client_id: &client.id,
+        audience: &granted.audience,
+        client_id: &granted.client_id,
         scope: &granted.scope,
         ttl,
+        kubernetes: granted.kubernetes.as_ref(),
     }
     .claims(SystemTime::now());
     let started = Instant::now();
@@ -144,9 +230,9 @@ fn mint(state: &AppState, granted: &Granted) -> Result<Response, OAuthError> {
         OAuthError::ServerError
     })?;
     state.metrics.signing_seconds.observe(started.elapsed().as_secs_f64());
-    let grant = granted.grant.as_str();
-    state.metrics.tokens_issued.get_or_create(&IssuedLabels { client: client.id.clone(), grant }).inc();
-    tracing::debug!(client = %client.id, grant, jti = %claims.jti, kid = signer.kid(), "token issued");
+    let grant = granted.grant;
+    state.metrics.tokens_issued.get_or_create(&IssuedLabels { client: granted.client_id.clone(), grant }).inc();
+    tracing::debug!(client = %granted.client_id, grant, jti = %claims.jti, kid = signer.kid(), "token issued");
 
     let mut body = serde_json::json!({
         "access_token": access_token,
@@ -155,6 +241,9 @@ fn mint(state: &AppState, granted: &Granted) -> Result<Response, OAuthError> {
     });
     if !granted.scope.is_empty() {
         body["scope"] = serde_json::Value::from(granted.scope.as_str());
+    }
+    if granted.exchange {
+        body["issued_token_type"] = serde_json::Value::from(workload::ACCESS_TOKEN_TYPE);
     }
     let mut response = (StatusCode::OK, body.to_string()).into_response();
     let headers = response.headers_mut();
@@ -206,7 +295,7 @@ fn max_age(state: &AppState) -> HeaderValue {
 async fn metadata(State(state): State<Arc<AppState>>) -> Response {
     let issuer = &state.settings.issuer_url;
     let algorithms: Vec<&str> = state.keys.current().jwks.algorithms.iter().map(|a| a.as_str()).collect();
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "issuer": issuer,
         "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
         "token_endpoint": format!("{issuer}/token"),
@@ -217,6 +306,19 @@ async fn metadata(State(state): State<Arc<AppState>>) -> Response {
         "id_token_signing_alg_values_supported": algorithms,
         "access_token_signing_alg_values_supported": algorithms,
     });
+    if let Some(workload) = &state.workload {
+        body["grant_types_supported"] =
+            serde_json::json!(["client_credentials", "password", workload::TOKEN_EXCHANGE_GRANT]);
+        body["token_endpoint_auth_methods_supported"] =
+            serde_json::json!(["client_secret_basic", "client_secret_post", "private_key_jwt"]);
+        // RFC 8414: required with private_key_jwt. What the API server signs
+        // ServiceAccount tokens with, once its keys are loaded.
+        let assertion_algs: Vec<&str> = workload
+            .verifier()
+            .map(|v| v.algorithms().into_iter().map(|a| a.as_str()).collect())
+            .unwrap_or_else(|| vec!["RS256", "ES256"]);
+        body["token_endpoint_auth_signing_alg_values_supported"] = serde_json::json!(assertion_algs);
+    }
     (
         StatusCode::OK,
         [

@@ -3,10 +3,8 @@
 use std::collections::BTreeSet;
 
 /// `scope-token = 1*( %x21 / %x23-5B / %x5D-7E )`: printable ASCII except
-/// space, `"` and `\`.
-pub fn is_scope_token(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
-}
+/// space, `"` and `\`. One definition, shared with the SigilClient CRD.
+pub use sigil_api::sigil_client::is_scope_token;
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum ScopeError {

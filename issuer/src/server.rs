@@ -63,6 +63,13 @@ pub async fn serve(
         watchers.push(spawn_watch(&tls.cert, config.reload_period, state.clone(), Source::Tls)?);
         watchers.push(spawn_watch(&tls.key, config.reload_period, state.clone(), Source::Tls)?);
     }
+    if let (Some(settings), Some(workload)) = (&config.workload, &state.workload) {
+        // KUBECONFIG, or in a pod its own ServiceAccount token and CA.
+        let client = kube::Client::try_default()
+            .await
+            .map_err(|e| Error::Config(format!("--workload-identity needs the Kubernetes API: {e}")))?;
+        watchers.extend(crate::workload_watch::spawn(client, workload.clone(), settings.jwks_path.clone()));
+    }
     let acceptor = match &state.tls {
         Some(store) => Some(tokio_rustls::TlsAcceptor::from(store.server_config()?)),
         None => None,

@@ -5,15 +5,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use sigil_runtime::admin::Readiness;
 
 use crate::auth::Authenticator;
 use crate::clients::Registry;
-use crate::config::Config;
+use crate::config::{Config, WorkloadConfig};
 use crate::error::{Error, Result};
 use crate::keys::{KeyState, Keys};
 use crate::metrics::Metrics;
+use crate::workload::{
+    ReviewCache, Reviewer, SaTokenVerifier, VerifiedCache, WorkloadClients, WorkloadError, WorkloadIdentity,
+};
 
 /// The settings request handlers read (the rest of [`Config`] is for wiring).
 #[derive(Clone, Debug)]
@@ -33,6 +36,8 @@ pub struct AppState {
     pub auth: Authenticator,
     pub metrics: Metrics,
     pub readiness: Readiness,
+    /// Set with --workload-identity.
+    pub workload: Option<Arc<WorkloadState>>,
     clients_file: PathBuf,
     clients: ArcSwap<Registry>,
     generation: AtomicU64,
@@ -76,6 +81,7 @@ impl AppState {
             auth,
             metrics,
             readiness,
+            workload: config.workload.clone().map(|w| Arc::new(WorkloadState::new(w))),
             clients_file: config.clients_file.clone(),
             clients: ArcSwap::from_pointee(clients),
             generation: AtomicU64::new(0),
@@ -140,6 +146,86 @@ impl AppState {
     fn observe_keys(&self, keys: &KeyState) {
         self.metrics.observe_keys(keys);
         self.readiness.set(keys.signer.is_some() && !self.stopping.load(Ordering::SeqCst));
+    }
+}
+
+/// Workload identity's inputs: the API server's ServiceAccount token keys
+/// and the SigilClients, each replaced whole as it changes, so requests
+/// never see half of an update.
+pub struct WorkloadState {
+    pub config: WorkloadConfig,
+    verifier: ArcSwapOption<SaTokenVerifier>,
+    clients: ArcSwap<WorkloadClients>,
+    /// Checks pod bindings; installed with the API client (without one,
+    /// as in router tests, bindings are not checked beyond `exp`).
+    reviewer: std::sync::OnceLock<Arc<dyn Reviewer>>,
+    pub reviews: ReviewCache,
+    verified: VerifiedCache,
+    /// Digest and version number of the JWKS in use: re-reading an
+    /// unchanged JWKS keeps the verification cache warm.
+    jwks_version: std::sync::Mutex<(Option<[u8; 32]>, u64)>,
+}
+
+/// Most remembered TokenReview answers (one per live pod-bound token).
+const REVIEW_CACHE_SIZE: usize = 100_000;
+
+impl WorkloadState {
+    pub fn new(config: WorkloadConfig) -> WorkloadState {
+        let config_review_ttl = config.review_ttl;
+        WorkloadState {
+            config,
+            verifier: ArcSwapOption::empty(),
+            clients: ArcSwap::from_pointee(WorkloadClients::default()),
+            reviewer: std::sync::OnceLock::new(),
+            reviews: ReviewCache::new(config_review_ttl, REVIEW_CACHE_SIZE),
+            verified: VerifiedCache::new(REVIEW_CACHE_SIZE),
+            jwks_version: std::sync::Mutex::new((None, 0)),
+        }
+    }
+
+    /// Installs the TokenReview client (once).
+    pub fn set_reviewer(&self, reviewer: Arc<dyn Reviewer>) {
+        let _ = self.reviewer.set(reviewer);
+    }
+
+    pub fn reviewer(&self) -> Option<&Arc<dyn Reviewer>> {
+        self.reviewer.get()
+    }
+
+    /// Replaces the ServiceAccount token keys with the API server's JWKS
+    /// (`/openid/v1/jwks`); on error the previous keys stay.
+    pub fn set_jwks(&self, jwks: &[u8]) -> std::result::Result<(), String> {
+        let digest = crate::workload::digest(jwks);
+        let mut version = self.jwks_version.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if version.0 == Some(digest) {
+            return Ok(());
+        }
+        let generation = version.1 + 1;
+        let verifier =
+            SaTokenVerifier::new(&self.config.issuer, &self.config.audience, jwks)?.with_generation(generation);
+        self.verifier.store(Some(Arc::new(verifier)));
+        *version = (Some(digest), generation);
+        Ok(())
+    }
+
+    /// Verifies a ServiceAccount token with the loaded keys (cached; see
+    /// `workload::VerifiedCache`).
+    pub fn verify(&self, token: &str, now: u64) -> std::result::Result<WorkloadIdentity, WorkloadError> {
+        let verifier = self.verifier().ok_or(WorkloadError::Unavailable)?;
+        self.verified.verify(&verifier, token, now)
+    }
+
+    /// The keys, once a JWKS has been loaded.
+    pub fn verifier(&self) -> Option<Arc<SaTokenVerifier>> {
+        self.verifier.load_full()
+    }
+
+    pub fn set_clients(&self, clients: WorkloadClients) {
+        self.clients.store(Arc::new(clients));
+    }
+
+    pub fn clients(&self) -> Arc<WorkloadClients> {
+        self.clients.load_full()
     }
 }
 

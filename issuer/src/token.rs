@@ -20,6 +20,25 @@ pub struct Claims<'a> {
     pub client_id: &'a str,
     #[serde(skip_serializing_if = "str::is_empty")]
     pub scope: &'a str,
+    /// Workload-identity tokens: where the workload runs.
+    #[serde(rename = "kubernetes.io", skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<&'a KubernetesClaim>,
+}
+
+/// The `kubernetes.io` claim of a token issued by workload identity, a
+/// subset of the ServiceAccount token's own claim of that name, so
+/// verifiers that know one know the other.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct KubernetesClaim {
+    pub namespace: String,
+    pub serviceaccount: NamedRef,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod: Option<NamedRef>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NamedRef {
+    pub name: String,
 }
 
 /// What a token is for; everything else is filled in at issue time.
@@ -30,6 +49,7 @@ pub struct Grant<'a> {
     pub client_id: &'a str,
     pub scope: &'a str,
     pub ttl: Duration,
+    pub kubernetes: Option<&'a KubernetesClaim>,
 }
 
 impl<'a> Grant<'a> {
@@ -45,6 +65,7 @@ impl<'a> Grant<'a> {
             jti: new_jti(),
             client_id: self.client_id,
             scope: self.scope,
+            kubernetes: self.kubernetes,
         }
     }
 }
@@ -78,6 +99,7 @@ mod tests {
             client_id: "svc",
             scope: "a b",
             ttl: Duration::from_secs(60),
+            kubernetes: None,
         };
         let now = UNIX_EPOCH + Duration::from_secs(1_000);
         let claims = grant.claims(now);
@@ -92,5 +114,17 @@ mod tests {
         assert_ne!(claims.jti, grant.claims(now).jti);
         let no_scope = Grant { scope: "", ..grant };
         assert!(serde_json::to_value(no_scope.claims(now)).expect("json").get("scope").is_none());
+        assert!(json.get("kubernetes.io").is_none());
+        let k8s = KubernetesClaim {
+            namespace: "shop".into(),
+            serviceaccount: NamedRef { name: "orders".into() },
+            pod: Some(NamedRef { name: "orders-1".into() }),
+        };
+        let workload = Grant { kubernetes: Some(&k8s), ..no_scope };
+        let json = serde_json::to_value(workload.claims(now)).expect("json");
+        assert_eq!(
+            json["kubernetes.io"],
+            serde_json::json!({"namespace": "shop", "serviceaccount": {"name": "orders"}, "pod": {"name": "orders-1"}})
+        );
     }
 }

@@ -1,5 +1,6 @@
-//! Parsing a `POST /token` request (RFC 6749 sections 2.3.1, 3.1, 4.3, 4.4)
-//! into what was asked, before any authentication work. Pure: no I/O.
+//! Parsing a `POST /token` request (RFC 6749 sections 2.3.1, 3.1, 4.3, 4.4;
+//! RFC 7523 client assertions; RFC 8693 token exchange) into what was asked,
+//! before any authentication work. Pure: no I/O.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -10,6 +11,92 @@ use zeroize::Zeroizing;
 
 use crate::clients::GrantType;
 use crate::oauth::OAuthError;
+use crate::workload::{self, Presented};
+
+/// A well-formed request of either kind.
+pub enum Parsed {
+    /// Client secret (and, for the password grant, user) credentials.
+    Client(TokenRequest),
+    /// A ServiceAccount token: client assertion or token exchange.
+    Workload(WorkloadRequest),
+}
+
+/// A request that authenticates with a projected ServiceAccount token. The
+/// token is wiped from memory when dropped.
+pub struct WorkloadRequest {
+    pub presented: Presented,
+    pub token: Zeroizing<String>,
+    /// `client_id`, if sent: must then name the token's ServiceAccount.
+    pub client_id: Option<String>,
+    /// `audience` (RFC 8693; also accepted on client_credentials), or RFC 8707 `resource`.
+    pub audience: Option<String>,
+    pub scope: Option<String>,
+}
+
+/// Parses any token request: ServiceAccount-token requests are recognised by
+/// their grant type or `client_assertion_type`, everything else is
+/// [`TokenRequest::parse`]'s.
+pub fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Parsed, OAuthError> {
+    let params = Params::parse(body)?;
+    let grant = params.get("grant_type").ok_or(OAuthError::InvalidRequest("grant_type is missing"))?;
+    let has_other_auth = headers.contains_key(header::AUTHORIZATION) || params.get("client_secret").is_some();
+    let audience = || match (params.get("audience"), params.get("resource")) {
+        (Some(_), Some(_)) => Err(OAuthError::InvalidRequest("send audience or resource, not both")),
+        (a, r) => Ok(a.or(r).map(str::to_owned)),
+    };
+    if grant == workload::TOKEN_EXCHANGE_GRANT {
+        if has_other_auth || params.get("client_assertion").is_some() {
+            return Err(OAuthError::InvalidRequest(
+                "token exchange takes no client authentication: the subject_token is the credential",
+            ));
+        }
+        if params.get("actor_token").is_some() {
+            return Err(OAuthError::InvalidRequest("actor_token (delegation) is not supported"));
+        }
+        let token = params.get("subject_token").ok_or(OAuthError::InvalidRequest("subject_token is missing"))?;
+        if params.get("subject_token_type") != Some(workload::JWT_TOKEN_TYPE) {
+            return Err(OAuthError::InvalidRequest("subject_token_type must be urn:ietf:params:oauth:token-type:jwt"));
+        }
+        if params
+            .get("requested_token_type")
+            .is_some_and(|t| t != workload::ACCESS_TOKEN_TYPE && t != workload::JWT_TOKEN_TYPE)
+        {
+            return Err(OAuthError::InvalidRequest("requested_token_type must be an access token or a JWT"));
+        }
+        return Ok(Parsed::Workload(WorkloadRequest {
+            presented: Presented::SubjectToken,
+            token: Zeroizing::new(token.to_owned()),
+            client_id: params.get("client_id").map(str::to_owned),
+            audience: audience()?,
+            scope: params.get("scope").map(str::to_owned),
+        }));
+    }
+    if let Some(kind) = params.get("client_assertion_type") {
+        if kind != workload::JWT_BEARER_ASSERTION {
+            return Err(OAuthError::InvalidRequest(
+                "client_assertion_type must be urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ));
+        }
+        if grant != GrantType::ClientCredentials.as_str() {
+            return Err(OAuthError::UnauthorizedClient);
+        }
+        if has_other_auth {
+            return Err(OAuthError::InvalidRequest("use one client authentication method, not two"));
+        }
+        let token = params.get("client_assertion").ok_or(OAuthError::InvalidRequest("client_assertion is missing"))?;
+        return Ok(Parsed::Workload(WorkloadRequest {
+            presented: Presented::ClientAssertion,
+            token: Zeroizing::new(token.to_owned()),
+            client_id: params.get("client_id").map(str::to_owned),
+            audience: audience()?,
+            scope: params.get("scope").map(str::to_owned),
+        }));
+    }
+    if params.get("client_assertion").is_some() {
+        return Err(OAuthError::InvalidRequest("client_assertion needs client_assertion_type"));
+    }
+    TokenRequest::from_params(headers, &params).map(Parsed::Client)
+}
 
 /// A well-formed token request. Secrets are wiped from memory when dropped.
 pub struct TokenRequest {
@@ -26,7 +113,10 @@ impl TokenRequest {
     /// malformed request is refused before the client is authenticated, so it
     /// costs no Argon2 run.
     pub fn parse(headers: &HeaderMap, body: &[u8]) -> Result<TokenRequest, OAuthError> {
-        let params = Params::parse(body)?;
+        TokenRequest::from_params(headers, &Params::parse(body)?)
+    }
+
+    fn from_params(headers: &HeaderMap, params: &Params) -> Result<TokenRequest, OAuthError> {
         let grant = match params.get("grant_type") {
             None => return Err(OAuthError::InvalidRequest("grant_type is missing")),
             Some(g) => GrantType::from_param(g).ok_or(OAuthError::UnsupportedGrantType)?,
@@ -40,7 +130,7 @@ impl TokenRequest {
             )),
             GrantType::ClientCredentials => None,
         };
-        let (client_id, client_secret) = client_credentials(headers, &params)?;
+        let (client_id, client_secret) = client_credentials(headers, params)?;
         Ok(TokenRequest { grant, client_id, client_secret, user, scope: params.get("scope").map(str::to_owned) })
     }
 }
@@ -185,5 +275,52 @@ mod tests {
             Err(OAuthError::InvalidRequest(_))
         ));
         assert!(matches!(parse(&basic("a:b"), "grant_type=password&username=u"), Err(OAuthError::InvalidRequest(_))));
+    }
+
+    #[test]
+    fn service_account_token_requests_parse() {
+        let none = HeaderMap::new();
+        let assertion = "grant_type=client_credentials&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer&client_assertion=h.p.s";
+        let Ok(Parsed::Workload(r)) = parse(&none, format!("{assertion}&scope=a&audience=api").as_bytes()) else {
+            panic!("an assertion request")
+        };
+        assert_eq!(r.presented, Presented::ClientAssertion);
+        assert_eq!((r.token.as_str(), r.scope.as_deref(), r.audience.as_deref()), ("h.p.s", Some("a"), Some("api")));
+
+        let exchange = "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange&subject_token=h.p.s&subject_token_type=urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Ajwt";
+        let Ok(Parsed::Workload(r)) = parse(&none, format!("{exchange}&resource=api").as_bytes()) else {
+            panic!("an exchange request")
+        };
+        assert_eq!(r.presented, Presented::SubjectToken);
+        assert_eq!(r.audience.as_deref(), Some("api"));
+        assert!(matches!(
+            parse(&none, b"grant_type=client_credentials&client_id=a&client_secret=b"),
+            Ok(Parsed::Client(_))
+        ));
+
+        let mut basic = HeaderMap::new();
+        basic.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic YTpi"));
+        let refused = |h: &HeaderMap, body: String| match parse(h, body.as_bytes()) {
+            Ok(_) => panic!("{body} parsed"),
+            Err(e) => e,
+        };
+        let code = |h: &HeaderMap, body: String| refused(h, body).code();
+        assert_eq!(code(&none, format!("{exchange}&actor_token=x")), "invalid_request");
+        assert_eq!(code(&none, exchange.replace("token-type%3Ajwt", "token-type%3Aid_token")), "invalid_request");
+        assert_eq!(code(&none, exchange.replace("&subject_token=h.p.s", "")), "invalid_request");
+        assert_eq!(
+            code(
+                &none,
+                format!("{exchange}&requested_token_type=urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Arefresh_token")
+            ),
+            "invalid_request"
+        );
+        assert_eq!(code(&basic, exchange.to_owned()), "invalid_request");
+        assert_eq!(code(&none, format!("{exchange}&audience=a&resource=b")), "invalid_request");
+        assert_eq!(code(&basic, assertion.to_owned()), "invalid_request", "two authentication methods");
+        assert_eq!(code(&none, assertion.replace("jwt-bearer", "saml2-bearer")), "invalid_request");
+        assert_eq!(code(&none, assertion.replace("&client_assertion=h.p.s", "")), "invalid_request");
+        assert_eq!(code(&none, assertion.replace("client_credentials", "password")), "unauthorized_client");
+        assert_eq!(code(&none, "grant_type=client_credentials&client_assertion=h.p.s".to_owned()), "invalid_request");
     }
 }

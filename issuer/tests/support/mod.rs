@@ -157,6 +157,7 @@ impl Fixture {
             trusted_proxies: Vec::new(),
             reload_period: Duration::from_secs(30),
             shutdown_delay: Duration::ZERO,
+            workload: None,
         }
     }
 }

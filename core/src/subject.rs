@@ -8,6 +8,10 @@
 //! grant, `user:<username>` for the password grant. The kind is everything
 //! before the first `:` (ids and usernames may contain `:` themselves), so a
 //! client's subject can never equal a user's.
+//!
+//! Workloads that authenticate with their Kubernetes ServiceAccount token get
+//! the API server's own spelling, `system:serviceaccount:<namespace>:<name>`:
+//! its first segment, `system`, is neither `client` nor `user`.
 
 /// Who a token is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -16,6 +20,9 @@ pub enum SubjectKind {
     Client,
     /// A user, through a client (password grant).
     User,
+    /// A Kubernetes workload, by its ServiceAccount token (RFC 7523 client
+    /// assertion or RFC 8693 token exchange).
+    ServiceAccount,
 }
 
 impl SubjectKind {
@@ -23,22 +30,33 @@ impl SubjectKind {
         match self {
             SubjectKind::Client => "client",
             SubjectKind::User => "user",
+            SubjectKind::ServiceAccount => "serviceaccount",
         }
     }
 
     /// The kind a `sub` names, if it follows this scheme.
     pub fn of(sub: &str) -> Option<SubjectKind> {
-        match sub.split_once(':')?.0 {
-            "client" => Some(SubjectKind::Client),
-            "user" => Some(SubjectKind::User),
+        match sub.split_once(':')? {
+            ("client", _) => Some(SubjectKind::Client),
+            ("user", _) => Some(SubjectKind::User),
+            ("system", rest) => {
+                let (namespace, name) = rest.strip_prefix("serviceaccount:")?.split_once(':')?;
+                (!namespace.is_empty() && !name.is_empty()).then_some(SubjectKind::ServiceAccount)
+            }
             _ => None,
         }
     }
 }
 
-/// The `sub` of `name` of this kind.
+/// The `sub` of client or user `name`.
 pub fn subject(kind: SubjectKind, name: &str) -> String {
+    debug_assert!(kind != SubjectKind::ServiceAccount, "use service_account_subject");
     format!("{}:{name}", kind.as_str())
+}
+
+/// The `sub` of a ServiceAccount, as the API server writes it in its tokens.
+pub fn service_account_subject(namespace: &str, name: &str) -> String {
+    format!("system:serviceaccount:{namespace}:{name}")
 }
 
 #[cfg(test)]
@@ -54,7 +72,25 @@ mod tests {
         assert_ne!(crafted, subject(SubjectKind::User, "x"));
         assert_eq!(SubjectKind::of(&crafted), Some(SubjectKind::Client));
         assert_eq!(SubjectKind::of("user:a:b"), Some(SubjectKind::User));
-        for other in ["billing", "", ":x", "Client:x", "service:x", "client"] {
+        let workload = service_account_subject("shop", "orders");
+        assert_eq!(workload, "system:serviceaccount:shop:orders");
+        assert_eq!(SubjectKind::of(&workload), Some(SubjectKind::ServiceAccount));
+        assert_ne!(
+            SubjectKind::of(&subject(SubjectKind::Client, "system:serviceaccount:shop:orders")),
+            SubjectKind::of(&workload)
+        );
+        for other in [
+            "billing",
+            "",
+            ":x",
+            "Client:x",
+            "service:x",
+            "client",
+            "system:serviceaccount:",
+            "system:serviceaccount:shop",
+            "system:serviceaccount::orders",
+            "system:node:n1",
+        ] {
             assert_eq!(SubjectKind::of(other), None, "{other:?}");
         }
     }

@@ -46,10 +46,7 @@ pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_tok
 /// on different machines.
 pub const LEEWAY: Duration = Duration::from_secs(30);
 
-/// The `sub` of a ServiceAccount's tokens, as the API server writes it.
-pub fn service_account_subject(namespace: &str, name: &str) -> String {
-    format!("system:serviceaccount:{namespace}:{name}")
-}
+pub use sigil_api::subject::service_account_subject;
 
 /// A ServiceAccount token that verified: who the workload is.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -32,7 +32,15 @@ fn es() -> &'static sigil_core::PrivateKey {
 async fn the_subject_kind_is_forwarded_from_the_issuers_sub_scheme() {
     let up = upstream().await;
     let sc = sidecar(up.addr, &jwks_json(&[es()]), &[]).await;
-    for (sub, kind) in [("client:billing", "client"), ("user:billing", "user"), ("user:client:x", "user")] {
+    let subjects = [
+        ("client:billing", "client"),
+        ("user:billing", "user"),
+        ("user:client:x", "user"),
+        ("system:serviceaccount:shop:orders", "serviceaccount"),
+        ("system:node:n1", ""),
+        ("billing", ""),
+    ];
+    for (sub, kind) in subjects {
         let mut c = claims();
         c["sub"] = json!(sub);
         let auth = bearer(&sign(es(), &header(es()), &c));

@@ -603,6 +603,89 @@ fn trusted_proxies_reach_the_issuer_only_when_set() {
     assert_eq!(proxies, ["--trusted-proxies=10.244.0.0/16,fd00::/8,192.0.2.7"], "{args:?}");
 }
 
+/// Workload identity: off, the issuer has no token and no RBAC; on, its
+/// flags, its token, and a ClusterRole for exactly what it reads, which a
+/// real API server grants its ServiceAccount and nothing more.
+#[test]
+fn workload_identity_gives_the_issuer_its_flags_token_and_least_rbac() {
+    let cp = ControlPlane::shared();
+    let defaults = ci_values("default-values.yaml");
+    let off = render(cp, "sigil", &defaults, &[]);
+    assert!(!issuer_args(&off).iter().any(|a| a.starts_with("--workload-identity")));
+    assert!(
+        of_kind(&off, "ClusterRole").iter().all(|r| !r["metadata"]["name"].as_str().unwrap_or("").contains("issuer"))
+    );
+    let issuer_pod = |docs: &[Value]| named(docs, "Deployment", "sigil-issuer")["spec"]["template"]["spec"].clone();
+    assert_eq!(issuer_pod(&off)["automountServiceAccountToken"], false);
+
+    let sa_issuer = "https://kubernetes.default.svc.cluster.local";
+    let flags = [
+        "--set",
+        "issuer.workloadIdentity.enabled=true",
+        "--set",
+        &format!("issuer.workloadIdentity.serviceAccountIssuer={sa_issuer}"),
+    ];
+    let on = render(cp, "sigil", &defaults, &flags);
+    let args = issuer_args(&on);
+    assert!(args.contains(&"--workload-identity".to_owned()), "{args:?}");
+    assert!(args.contains(&format!("--service-account-issuer={sa_issuer}")), "{args:?}");
+    assert_eq!(issuer_pod(&on)["automountServiceAccountToken"], true);
+    assert_eq!(named(&on, "ServiceAccount", "sigil-issuer")["automountServiceAccountToken"], true);
+    let role = named(&on, "ClusterRole", "sigil-issuer-workload-identity");
+    let rules = serde_json::to_string(&role["rules"]).expect("rules");
+    for want in ["sigilclients", "tokenreviews", "/openid/v1/jwks"] {
+        assert!(rules.contains(want), "{rules}");
+    }
+
+    // The same RBAC on a real API server: what it needs, and nothing to write.
+    let ns = cp.namespace("chart-workload");
+    let path = cp.dir.join(format!("{ns}-workload.yaml"));
+    let rbac = render_text(
+        cp,
+        &ns,
+        &defaults,
+        &[
+            &flags[..],
+            &["--show-only", "templates/issuer/rbac.yaml", "--show-only", "templates/issuer/serviceaccount.yaml"],
+        ]
+        .concat(),
+    );
+    std::fs::write(&path, rbac).expect("write RBAC");
+    cp.kubectl_ok(&["apply", "-n", &ns, "-f", &path.to_string_lossy()]);
+    let issuer = format!("system:serviceaccount:{ns}:sigil-issuer");
+    assert_can(
+        cp,
+        &issuer,
+        &[
+            &["list", "sigilclients.sigil.dev", "-A"],
+            &["watch", "sigilclients.sigil.dev", "-A"],
+            &["create", "tokenreviews.authentication.k8s.io"],
+            &["get", "/openid/v1/jwks"],
+        ],
+    );
+    assert_cannot(
+        cp,
+        &issuer,
+        &[
+            &["create", "sigilclients.sigil.dev", "-n", &ns],
+            &["get", "secrets", "-n", &ns],
+            &["create", "serviceaccounts/token", "-n", &ns],
+            &["list", "pods", "-A"],
+        ],
+    );
+    let out = helm(
+        cp,
+        &["template", "sigil", chart_dir().to_str().expect("utf-8"), "--set", "issuer.workloadIdentity.enabled=true"],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("issuer.workloadIdentity.serviceAccountIssuer is required"),
+        "{}",
+        text(&out.stderr)
+    );
+    cp.kubectl_ok(&["delete", "-f", &path.to_string_lossy(), "-n", &ns]);
+}
+
 #[test]
 fn service_monitors_are_rendered_only_when_enabled_and_select_the_metrics_services() {
     let cp = ControlPlane::shared();

@@ -10,14 +10,19 @@ fn resource() -> ApiResource {
     ApiResource::from_gvk(&GroupVersionKind::gvk("sigil.dev", "v1alpha1", "SigningKey"))
 }
 
-fn object(name: &str, spec: Value) -> DynamicObject {
+/// A sigil.dev/v1alpha1 object of `kind`.
+fn of_kind(kind: &str, name: &str, spec: Value) -> DynamicObject {
     serde_json::from_value(json!({
         "apiVersion": "sigil.dev/v1alpha1",
-        "kind": "SigningKey",
+        "kind": kind,
         "metadata": {"name": name},
         "spec": spec,
     }))
     .expect("object")
+}
+
+fn object(name: &str, spec: Value) -> DynamicObject {
+    of_kind("SigningKey", name, spec)
 }
 
 /// The API server's refusal, as the user sees it.
@@ -153,13 +158,7 @@ fn the_examples_apply() {
 }
 
 fn sigil_client(name: &str, spec: Value) -> DynamicObject {
-    serde_json::from_value(json!({
-        "apiVersion": "sigil.dev/v1alpha1",
-        "kind": "SigilClient",
-        "metadata": {"name": name},
-        "spec": spec,
-    }))
-    .expect("object")
+    of_kind("SigilClient", name, spec)
 }
 
 fn sigil_clients(client: kube::Client, ns: &str) -> Api<DynamicObject> {

@@ -12,6 +12,7 @@
 
 node_name=sigil-node
 node_bridge=sigil0
+node_bridge_mac=02:53:49:47:00:01 # locally administered, unicast
 node_pod_cidr=10.244.0.0/24
 node_ip=10.244.0.1 # the bridge's address: pods' gateway, the node's InternalIP, the apiserver's address
 node_owner=/run/sigil-node
@@ -104,6 +105,11 @@ node_network() {
 	if ! ip link show "$node_bridge" >/dev/null 2>&1; then
 		ip link add "$node_bridge" type bridge || die "cannot create bridge ${node_bridge}"
 	fi
+	# A fixed MAC: a bridge without one takes the lowest MAC of its ports, so
+	# a new pod's veth could change it, and the pods' cached gateway address
+	# would then point nowhere until their ARP entries aged out (seen as
+	# failed connections to node ports while another pod started).
+	ip link set "$node_bridge" address "$node_bridge_mac"
 	ip addr replace "${node_ip}/${node_pod_cidr#*/}" dev "$node_bridge"
 	ip link set "$node_bridge" up
 	sysctl -qw net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1

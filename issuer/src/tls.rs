@@ -10,10 +10,9 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert, ServerConfig};
 use rustls::sign::CertifiedKey;
+use sigil_runtime::tls::PairError;
 
 use crate::error::{Error, Result};
 
@@ -93,17 +92,16 @@ impl ResolvesServerCert for Resolver {
 /// (e.g. read half-way through a rotation) is refused, so it is never served.
 fn read_pair(cert_file: &Path, key_file: &Path, provider: &CryptoProvider) -> Result<(Vec<u8>, CertifiedKey)> {
     let pem = std::fs::read(cert_file).map_err(Error::read(cert_file))?;
-    let bad = |path: &Path, reason: String| Error::File { path: path.to_path_buf(), reason };
-    let chain = CertificateDer::pem_slice_iter(&pem)
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| bad(cert_file, format!("not a PEM certificate chain: {e}")))?;
-    if chain.is_empty() {
-        return Err(bad(cert_file, "holds no CERTIFICATE block".into()));
-    }
     let key_pem = zeroize::Zeroizing::new(std::fs::read(key_file).map_err(Error::read(key_file))?);
-    let key = PrivateKeyDer::from_pem_slice(&key_pem)
-        .map_err(|e| bad(key_file, format!("holds no usable PEM private key: {e}")))?;
-    let certified = CertifiedKey::from_der(chain, key, provider)
-        .map_err(|e| bad(key_file, format!("does not match the certificate in {}: {e}", cert_file.display())))?;
+    let certified = sigil_runtime::tls::certified_key(&pem, &key_pem, provider).map_err(|e| {
+        let (path, reason) = match e {
+            PairError::Mismatch(why) => {
+                (key_file, format!("does not match the certificate in {}: {why}", cert_file.display()))
+            }
+            e if e.in_key() => (key_file, e.to_string()),
+            e => (cert_file, e.to_string()),
+        };
+        Error::File { path: path.to_path_buf(), reason }
+    })?;
     Ok((pem, certified))
 }

@@ -25,8 +25,6 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
 use kube::api::{Api, ObjectMeta, PostParams};
 use kube::runtime::watcher;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
 use sigil_api::contract::{LABEL_MANAGED_BY, MANAGED_BY};
 use tracing::{info, warn};
@@ -260,12 +258,9 @@ impl Served {
     pub fn load(&self, secret: &Secret) -> Result<(), String> {
         let data = secret.data.as_ref().ok_or("the Secret has no data")?;
         let get = |k: &str| data.get(k).map(|v| v.0.as_slice()).ok_or(format!("the Secret has no {k}"));
-        let chain = CertificateDer::pem_slice_iter(get(TLS_CERT)?)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("{TLS_CERT}: {e}"))?;
-        let key = PrivateKeyDer::from_pem_slice(get(TLS_KEY)?).map_err(|e| format!("{TLS_KEY}: {e}"))?;
         let provider = rustls::crypto::aws_lc_rs::default_provider();
-        let pair = CertifiedKey::from_der(chain, key, &provider).map_err(|e| format!("{TLS_KEY}: {e}"))?;
+        let pair = sigil_runtime::tls::certified_key(get(TLS_CERT)?, get(TLS_KEY)?, &provider)
+            .map_err(|e| format!("{}: {e}", if e.in_key() { TLS_KEY } else { TLS_CERT }))?;
         self.0.store(Some(Arc::new(pair)));
         Ok(())
     }
@@ -292,6 +287,9 @@ pub async fn follow(client: Client, namespace: String, name: String, served: Ser
 
 #[cfg(test)]
 mod tests {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+
     use super::*;
 
     fn names() -> Vec<String> {

@@ -73,14 +73,13 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = match ServerConfig::builder_with_provider(provider).with_safe_default_protocol_versions() {
+    let mut config = match ServerConfig::builder_with_provider(provider).with_safe_default_protocol_versions() {
         Ok(builder) => builder.with_no_client_auth().with_cert_resolver(Arc::new(Resolver(served))),
         Err(e) => {
             warn!(error = %e, "webhook TLS configuration");
             return;
         }
     };
-    let mut config = config;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     info!(addr = ?listener.local_addr().ok(), "injection webhook listening");
